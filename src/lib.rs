@@ -1,0 +1,13 @@
+//! kycshare: move Sumsub-verified customers into Banxa through the identity
+//! token sharing API, from a CSV export.
+//!
+//! The crate is a streaming pipeline, one stage per module:
+//!
+//! ```text
+//! CSV -> input -> request -> dispatch -> output
+//! ```
+//!
+//! `cmd` holds the wiring of each subcommand; `mock` is the local Banxa
+//! emulator (it deliberately shares no signing code with `request`).
+
+pub mod secret;
