@@ -10,4 +10,11 @@
 //! `cmd` holds the wiring of each subcommand; `mock` is the local Banxa
 //! emulator (it deliberately shares no signing code with `request`).
 
+pub mod cli;
+pub mod cmd;
+pub mod credentials;
+pub mod input;
+pub mod logging;
+pub mod output;
+pub mod request;
 pub mod secret;

@@ -1,0 +1,141 @@
+//! The command line: every subcommand, flag and help text.
+//!
+//! Only parsing lives here; each command's wiring is in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::input::Mapping;
+use crate::logging::LogFormat;
+
+const ABOUT: &str =
+    "Move Sumsub-verified customers into Banxa (identity token sharing API) from a CSV export";
+
+const LONG_ABOUT: &str = "\
+Move Sumsub-verified customers into Banxa through the identity token sharing
+API (POST /eapi/v0/identities/token/share), one signed request per row of a
+CSV export.
+
+A typical migration:
+  1. kycshare validate export.csv         dry run: every row checked and signed, nothing sent
+  2. kycshare demo                        see the whole job on a local emulator
+  3. kycshare run export.csv --base-url https://api.banxa.com
+  4. kycshare run export.csv --base-url … --resume     after a stop, continue where it left off
+  5. kycshare run export.retry.csv --base-url …         retry the rows that failed
+
+Every record gets exactly one row in the results file (export.results.csv).
+Exit codes: 0 all accepted/validated, 1 some rows not accepted, 2 usage or
+input error (nothing sent), 3 aborted (resumable with --resume).";
+
+#[derive(Debug, Parser)]
+#[command(name = "kycshare", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// More detail in the logs on stderr: -v info, -vv debug, -vvv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Errors only, and no progress bar. The summary is still printed.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log lines as human text or as JSON objects (one per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dry run: check and sign every row offline, send nothing, write a per-row report.
+    #[command(long_about = VALIDATE_ABOUT)]
+    Validate(ValidateArgs),
+}
+
+const VALIDATE_ABOUT: &str = "\
+Dry run: read the whole export, check every row as `run` would, build and sign
+each valid row's request (with BANXA_API_KEY/BANXA_API_SECRET if set, else a
+throwaway key), and send nothing.
+
+Every record gets one row in the results file with outcome `validated`,
+`invalid` (with the reason, e.g. `email: missing domain`) or `duplicate`
+(`duplicate of record 12`). Exit 0 when every row is valid, 1 when some are
+not, 2 when the file itself cannot be used (missing column, not a CSV, …).
+
+Example:
+  kycshare validate export.csv
+  kycshare validate export.csv.gz --map identityReference=customer_id --json";
+
+/// Flags shared by the commands that read an export.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// The export: a CSV file, a .gz of one (read decompressed), or - for standard input.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Read FIELD from COLUMN (repeatable). FIELD is one of identityReference,
+    /// email, mobileNumber, vendor, token (and applicantId with --mint).
+    /// Example: --map identityReference=customer_id --map "email=E-mail".
+    #[arg(long = "map", value_name = "FIELD=COLUMN")]
+    pub maps: Vec<Mapping>,
+    /// The field separator: one character, or `tab`.
+    #[arg(long, value_name = "C", default_value = ",", value_parser = parse_delimiter)]
+    pub delimiter: u8,
+    /// Where to write the per-record results (default: beside the input,
+    /// export.csv -> export.results.csv; required when INPUT is -).
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// Also print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace an existing results file instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+}
+
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => return Ok(b'\t'),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    if b.len() == 1 && b[0].is_ascii() && b[0] != b'"' && b[0] != b'\n' && b[0] != b'\r' {
+        Ok(b[0])
+    } else {
+        Err(format!(
+            "`{s}`: the delimiter must be one ASCII character other than a quote or a line break (or `tab`)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter(";").unwrap(), b';');
+        assert_eq!(parse_delimiter("tab").unwrap(), b'\t');
+        assert!(parse_delimiter("ab").is_err());
+        assert!(parse_delimiter("\"").is_err());
+    }
+}

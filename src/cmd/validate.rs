@@ -1,0 +1,131 @@
+//! `kycshare validate INPUT`: the dry run. Every record goes through the
+//! input and request stages (each valid row's request is built and signed),
+//! nothing is sent, and every record gets a row in the results file.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::cli::ValidateArgs;
+use crate::cmd::{check_existing_results, results_path, Ctx};
+use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
+use crate::output::progress::Progress;
+use crate::output::summary::Reasons;
+use crate::output::{Counts, Outcome, ResultRow, ResultsWriter, Summary};
+use crate::request::{NonceSource, Signer, SHARE_PATH};
+use crate::secret::Secret;
+
+pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let source = Source::from_arg(&args.input.input);
+    let results = results_path(&args.input, &source)?;
+    let replace = check_existing_results(&results, args.input.force, true)?;
+    let opts = InputOptions {
+        delimiter: args.input.delimiter,
+        maps: args.input.maps.clone(),
+        mode: TokenMode::Token,
+    };
+    let mut input = Input::open(&source, &opts)?;
+
+    // Sign with the real credentials when they are configured, so that a
+    // bad secret file shows up here; otherwise with a throwaway key.
+    let signer = match crate::credentials::banxa(args.api_secret_file.as_deref())? {
+        Some(c) => Signer::new(c.api_key, &c.api_secret),
+        None => Signer::new(
+            "dry-run",
+            &Secret::new(format!("{:032x}", rand::random::<u128>())),
+        ),
+    };
+    let nonces = NonceSource::new();
+    let mut writer = ResultsWriter::create(&results, replace)?;
+
+    let counts = Arc::new(Counts::default());
+    let progress = Progress::new(!ctx.quiet, None);
+    if progress.is_drawn() {
+        let (p, s, d) = (progress.clone(), source.clone(), opts.delimiter);
+        std::thread::spawn(move || {
+            if let Some(n) = crate::input::count_records(&s, d) {
+                p.set_total(n);
+            }
+        });
+    }
+
+    let mut reasons = Reasons::default();
+    let mut body = Vec::with_capacity(512);
+    let mut signed_bytes: u64 = 0;
+    let mut pending_progress = 0u64;
+    let mut dup_msg = String::new();
+    while let Some(item) = input.next_item()? {
+        let (outcome, message): (Outcome, &str) = match &item.verdict {
+            Verdict::Valid(row) => {
+                row.share_request().write_body(&mut body);
+                let auth = signer.authorization(SHARE_PATH, nonces.next(), &body);
+                signed_bytes += std::hint::black_box(auth).len() as u64 + body.len() as u64;
+                (Outcome::Validated, "")
+            }
+            Verdict::Invalid(why) => (Outcome::Invalid, why.as_str()),
+            Verdict::Duplicate { of } => {
+                dup_msg.clear();
+                dup_msg.push_str("duplicate of record ");
+                dup_msg.push_str(itoa::Buffer::new().format(*of));
+                (Outcome::Duplicate, dup_msg.as_str())
+            }
+        };
+        // A dry run's results are not a journal (nothing is sent, nothing to
+        // resume), so rows are flushed in blocks, not one by one.
+        writer.write_buffered(&ResultRow {
+            record: item.record,
+            line: item.line,
+            identity_reference: item.identity_reference,
+            outcome,
+            http_status: None,
+            attempts: 0,
+            trace_id: "",
+            message,
+            errors: "",
+            latency_ms: None,
+            completed_at: SystemTime::now(),
+        })?;
+        counts.add(outcome, 1);
+        reasons.add(outcome, message);
+        pending_progress += 1;
+        if pending_progress == 1024 {
+            progress.inc(pending_progress);
+            pending_progress = 0;
+            writer.flush_row()?;
+        }
+    }
+    writer.finish()?;
+    progress.finish();
+    tracing::info!(signed_bytes, "dry run: requests built and signed");
+
+    let mut summary = Summary::new(
+        "validate",
+        &source.display(),
+        &results.display().to_string(),
+    );
+    summary.set_counts(&counts);
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    summary.records_per_second = summary.total as f64 / summary.elapsed_seconds.max(1e-9);
+    summary.top_reasons = reasons.top(5);
+    summary.exit_code = summary.completed_exit_code();
+    let bad = summary.invalid + summary.duplicate;
+    if summary.total == 0 {
+        summary
+            .next_steps
+            .push("the file has a header but no records: check the export".into());
+    } else if bad > 0 {
+        summary.next_steps.push(format!(
+            "{bad} row{} would not be sent: see the rows with outcome invalid or duplicate in {} (column message), fix the export, and validate again. `run` sends the {} valid rows and skips these.",
+            if bad == 1 { "" } else { "s" },
+            results.display(),
+            summary.validated
+        ));
+    } else {
+        summary.next_steps.push(format!(
+            "every row is valid: send them with kycshare run {} --base-url URL",
+            source.display()
+        ));
+    }
+    crate::cmd::print_summary(&summary, args.input.json);
+    Ok(summary.exit_code)
+}

@@ -1,0 +1,428 @@
+//! The input stage: an export file becomes a stream of records, each with
+//! a verdict: a valid, normalised [`Row`], `invalid` with the reason, or a
+//! `duplicate` of an earlier record.
+//!
+//! Streams with one reused buffer: memory does not grow with the file,
+//! except the duplicate index (12 bytes of hash and 4 of record number per
+//! distinct identityReference: about 35 MB per million).
+//!
+//! Not for: building or signing requests (`request`), writing results
+//! (`output`).
+
+pub mod columns;
+pub mod reader;
+pub mod source;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub use columns::{Columns, Field, Mapping, TokenMode};
+pub use reader::{RawRecord, RecordReader};
+pub use source::Source;
+
+/// Input problems that stop everything before a record is used (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("cannot read {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("{path} is empty (0 bytes): expected a CSV header row, then one row per customer")]
+    Empty { path: String },
+    #[error("{path} looks like a binary file, not a CSV export (it holds NUL bytes); if it is compressed, name it *.gz")]
+    Binary { path: String },
+    #[error("{path} has no header row: expected a first line like identityReference,email,mobileNumber,token")]
+    NoHeader { path: String },
+    #[error("{path}: the header row (line 1) is not UTF-8 text; re-export the file as UTF-8")]
+    HeaderNotUtf8 { path: String },
+    #[error(
+        "{path}: required column{} missing: {}. Headers found: {}. Use --map FIELD=COLUMN to name a column (e.g. --map email=\"E-mail\").",
+        if missing.len() > 1 { "s" } else { "" },
+        missing.join(", "),
+        if found.is_empty() { "(none)".to_string() } else { found.join(", ") }
+    )]
+    MissingColumns {
+        path: String,
+        missing: Vec<String>,
+        found: Vec<String>,
+    },
+    #[error("{path}: read error near line {line}: {reason}")]
+    Read {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+}
+
+/// How to read an input.
+#[derive(Debug, Clone)]
+pub struct InputOptions {
+    pub delimiter: u8,
+    pub maps: Vec<Mapping>,
+    pub mode: TokenMode,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions {
+            delimiter: b',',
+            maps: Vec::new(),
+            mode: TokenMode::Token,
+        }
+    }
+}
+
+/// A valid row, normalised, borrowed from the reader's buffers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Row<'a> {
+    pub identity_reference: &'a str,
+    pub email: &'a str,
+    pub mobile_number: &'a str,
+    pub vendor: &'static str,
+    /// The share token (empty in mint mode).
+    pub token: &'a str,
+    /// Sumsub's applicant id (mint mode; empty otherwise).
+    pub applicant_id: &'a str,
+}
+
+impl std::fmt::Debug for Row<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Row")
+            .field("identity_reference", &self.identity_reference)
+            .field("email", &"***")
+            .field("mobile_number", &"***")
+            .field("vendor", &self.vendor)
+            .field("token", &"***")
+            .field("applicant_id", &self.applicant_id)
+            .finish()
+    }
+}
+
+impl<'a> Row<'a> {
+    pub fn share_request(&self) -> crate::request::ShareRequest<'a> {
+        crate::request::ShareRequest {
+            identity_reference: self.identity_reference,
+            email: self.email,
+            mobile_number: self.mobile_number,
+            provider: crate::request::Provider {
+                vendor: self.vendor,
+                token: self.token,
+            },
+        }
+    }
+}
+
+/// What the input stage decided about a record.
+#[derive(Debug)]
+pub enum Verdict<'a> {
+    Valid(Row<'a>),
+    Invalid(String),
+    Duplicate { of: u64 },
+}
+
+/// One record with its verdict.
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// 1-based index of the data record (the header is not a record).
+    pub record: u64,
+    /// Line of the input where the record starts.
+    pub line: u64,
+    /// The identityReference when it is well formed, else empty: safe to
+    /// print (a malformed one may be an email put in the wrong column).
+    pub identity_reference: &'a str,
+    pub verdict: Verdict<'a>,
+    /// The record's fields as read, for the retry file.
+    pub raw: &'a RawRecord,
+}
+
+#[derive(Default)]
+struct PreHashed(u64);
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        // The key is already a hash: two of its words make the bucket hash.
+        self.0 = (self.0 << 32) | u64::from(i);
+    }
+    fn write_usize(&mut self, _len: usize) {
+        // The array length prefix carries no information.
+    }
+}
+
+/// A streaming reader of one export.
+pub struct Input {
+    source: Source,
+    reader: RecordReader,
+    rec: RawRecord,
+    header: csv::ByteRecord,
+    header_names: Vec<String>,
+    columns: Columns,
+    mode: TokenMode,
+    record_no: u64,
+    /// identityReference (96 bits of its xxh3-128 hash) -> first record.
+    /// 16 bytes an entry; a false match needs a 96-bit collision.
+    seen: HashMap<[u32; 3], u32, BuildHasherDefault<PreHashed>>,
+    mobile: String,
+    reasons: String,
+}
+
+impl Input {
+    /// Opens the input, reads and checks the header. Every error here is
+    /// fatal (exit 2) and nothing has been read past the header.
+    pub fn open(source: &Source, opts: &InputOptions) -> Result<Input, InputError> {
+        let stream = source.open()?;
+        let name = source.display();
+        let mut reader = RecordReader::new(stream, opts.delimiter);
+        let head = reader.peek().map_err(|e| read_error(&name, 1, &e))?;
+        if head.is_empty() {
+            return Err(InputError::Empty { path: name });
+        }
+        // NUL bytes in the header line: a binary file (a NUL in a later row
+        // only makes that row invalid).
+        let first_line = match memchr::memchr(b'\n', head) {
+            Some(i) => &head[..i],
+            None => head,
+        };
+        if first_line.contains(&0) {
+            return Err(InputError::Binary { path: name });
+        }
+        let mut rec = RawRecord::default();
+        loop {
+            if !reader
+                .read(&mut rec)
+                .map_err(|e| read_error(&name, 1, &e))?
+            {
+                return Err(InputError::NoHeader { path: name });
+            }
+            if !rec.is_blank() {
+                break;
+            }
+        }
+        if rec.oversize.is_some() {
+            return Err(InputError::NoHeader { path: name });
+        }
+        let mut header_names = Vec::with_capacity(rec.len());
+        for f in rec.fields() {
+            let s = std::str::from_utf8(f)
+                .map_err(|_| InputError::HeaderNotUtf8 { path: name.clone() })?;
+            header_names.push(s.trim().to_string());
+        }
+        let columns = Columns::resolve(&header_names, &opts.maps, opts.mode, &name)?;
+        Ok(Input {
+            source: source.clone(),
+            header: rec.to_byte_record(),
+            reader,
+            rec,
+            header_names,
+            columns,
+            mode: opts.mode,
+            record_no: 0,
+            seen: HashMap::default(),
+            mobile: String::new(),
+            reasons: String::new(),
+        })
+    }
+
+    /// The header record as read (for the retry file).
+    pub fn header(&self) -> &csv::ByteRecord {
+        &self.header
+    }
+
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.reader.bytes_read()
+    }
+
+    /// The next record and its verdict, or `None` at the end.
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, InputError> {
+        loop {
+            let more = self
+                .reader
+                .read(&mut self.rec)
+                .map_err(|e| read_error(&self.source.display(), self.rec.line + 1, &e))?;
+            if !more {
+                return Ok(None);
+            }
+            if !self.rec.is_blank() {
+                break;
+            }
+        }
+        self.record_no += 1;
+        let record = self.record_no;
+        let line = self.rec.line;
+        let rec = &self.rec;
+        let cols = &self.columns;
+
+        if let Some(why) = &rec.oversize {
+            return Ok(Some(Item {
+                record,
+                line,
+                identity_reference: "",
+                verdict: Verdict::Invalid(why.clone()),
+                raw: rec,
+            }));
+        }
+        if rec.len() != cols.width {
+            return Ok(Some(Item {
+                record,
+                line,
+                identity_reference: "",
+                verdict: Verdict::Invalid(format!(
+                    "record has {} field{}, the header has {}",
+                    rec.len(),
+                    if rec.len() == 1 { "" } else { "s" },
+                    cols.width
+                )),
+                raw: rec,
+            }));
+        }
+
+        // Decode only the columns kycshare uses.
+        self.reasons.clear();
+        let get = |f: Field, reasons: &mut String| -> &str {
+            let Some(i) = cols.get(f) else { return "" };
+            let bytes = rec.field(i).unwrap_or_default();
+            match std::str::from_utf8(bytes) {
+                Ok(s) => s.trim(),
+                Err(e) => {
+                    push_reason(
+                        reasons,
+                        &format!(
+                            "{f}: not valid UTF-8 (byte {} of the field; re-export the file as UTF-8)",
+                            e.valid_up_to() + 1
+                        ),
+                    );
+                    "\u{0}"
+                }
+            }
+        };
+        let mut reasons = std::mem::take(&mut self.reasons);
+        let id = get(Field::IdentityReference, &mut reasons);
+        let email = get(Field::Email, &mut reasons);
+        let mobile_raw = get(Field::MobileNumber, &mut reasons);
+        let vendor_raw = get(Field::Vendor, &mut reasons);
+        let (token, applicant_id) = match self.mode {
+            TokenMode::Token => (get(Field::Token, &mut reasons), ""),
+            TokenMode::Mint => ("", get(Field::ApplicantId, &mut reasons)),
+        };
+        let utf8_ok = reasons.is_empty();
+        let id_ok = id != "\u{0}" && validate::is_identity_reference(id);
+        if utf8_ok {
+            if let Err(e) = validate::check_identity_reference(id) {
+                push_reason(&mut reasons, &e);
+            }
+            if let Err(e) = validate::check_email(email) {
+                push_reason(&mut reasons, &e);
+            }
+            if let Err(e) = validate::normalize_mobile(mobile_raw, &mut self.mobile) {
+                push_reason(&mut reasons, &e);
+            }
+            let checked = match self.mode {
+                TokenMode::Token => validate::check_token(token),
+                TokenMode::Mint => validate::check_applicant_id(applicant_id),
+            };
+            if let Err(e) = checked {
+                push_reason(&mut reasons, &e);
+            }
+        }
+        let vendor = match validate::check_vendor(if vendor_raw == "\u{0}" {
+            ""
+        } else {
+            vendor_raw
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                push_reason(&mut reasons, &e);
+                ""
+            }
+        };
+        let safe_id = if id_ok { id } else { "" };
+
+        // Every readable record with a well-formed identityReference counts
+        // for duplicates, valid or not.
+        let dup_of = if id_ok {
+            let h = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
+            let key = [h as u32, (h >> 32) as u32, (h >> 64) as u32];
+            match self.seen.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(u64::from(*e.get())),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    // Record numbers past 4 billion are not expected in one
+                    // file; they saturate rather than wrap.
+                    v.insert(u32::try_from(record).unwrap_or(u32::MAX));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
+        let verdict = if !reasons.is_empty() {
+            Verdict::Invalid(reasons.clone())
+        } else if let Some(of) = dup_of {
+            Verdict::Duplicate { of }
+        } else {
+            Verdict::Valid(Row {
+                identity_reference: id,
+                email,
+                mobile_number: &self.mobile,
+                vendor,
+                token,
+                applicant_id,
+            })
+        };
+        self.reasons = reasons;
+        Ok(Some(Item {
+            record,
+            line,
+            identity_reference: safe_id,
+            verdict,
+            raw: rec,
+        }))
+    }
+}
+
+fn push_reason(reasons: &mut String, r: &str) {
+    if !reasons.is_empty() {
+        reasons.push_str("; ");
+    }
+    reasons.push_str(r);
+}
+
+fn read_error(path: &str, line: u64, e: &std::io::Error) -> InputError {
+    InputError::Read {
+        path: path.to_string(),
+        line,
+        reason: e.to_string(),
+    }
+}
+
+/// Counts the data records of a regular, uncompressed file quickly (for
+/// the progress bar's total). `None` when it cannot be known cheaply.
+pub fn count_records(source: &Source, delimiter: u8) -> Option<u64> {
+    let path = source.path()?;
+    if source.is_gzip() || !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let mut reader = RecordReader::new(Box::new(file), delimiter);
+    let mut rec = RawRecord::default();
+    let mut n: u64 = 0;
+    while reader.read(&mut rec).ok()? {
+        if !rec.is_blank() {
+            n += 1;
+        }
+    }
+    Some(n.saturating_sub(1))
+}

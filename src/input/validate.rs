@@ -1,0 +1,258 @@
+//! Field rules: normalisation and local validation of one row, each
+//! failure a short, specific reason (`email: missing domain`,
+//! `mobileNumber: 7 digits, need 8-15`).
+//!
+//! Messages never quote an email, a mobile number or a token: results and
+//! logs must not hold them.
+
+use email_address::{EmailAddress, Options};
+
+/// Longest share token accepted (bytes).
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
+/// Longest email address accepted (RFC 5321 path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// True when `s` is a well-formed identityReference (`[A-Za-z0-9-]+`).
+pub fn is_identity_reference(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+pub fn check_identity_reference(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("identityReference: missing".into());
+    }
+    if let Some((pos, c)) = s
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        let shown = if c.is_ascii_graphic() || c == ' ' {
+            format!("'{c}'")
+        } else {
+            format!("U+{:04X}", c as u32)
+        };
+        return Err(format!(
+            "identityReference: invalid character {shown} at position {} (allowed: A-Z a-z 0-9 -)",
+            s[..pos].chars().count() + 1
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_email(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("email: missing".into());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err("email: contains whitespace".into());
+    }
+    if s.chars().count() > MAX_EMAIL_CHARS {
+        return Err(format!("email: longer than {MAX_EMAIL_CHARS} characters"));
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return Err("email: missing @".into());
+    };
+    if local.is_empty() {
+        return Err("email: missing local part (before @)".into());
+    }
+    if domain.is_empty() {
+        return Err("email: missing domain".into());
+    }
+    if !domain.contains('.') {
+        return Err("email: domain has no dot (expected e.g. example.com)".into());
+    }
+    let opts = Options::default()
+        .with_minimum_sub_domains(2)
+        .without_domain_literal()
+        .without_display_text();
+    EmailAddress::parse_with_options(s, opts)
+        .map(|_| ())
+        .map_err(|e| {
+            use email_address::Error as E;
+            let why = match e {
+                E::InvalidCharacter => "invalid character",
+                E::MissingSeparator => "missing @",
+                E::LocalPartEmpty => "missing local part (before @)",
+                E::LocalPartTooLong => "local part longer than 64 characters",
+                E::DomainEmpty => "missing domain",
+                E::DomainTooLong => "domain longer than 254 characters",
+                E::SubDomainEmpty => "empty label in the domain (e.g. `..`)",
+                E::SubDomainTooLong => "a domain label longer than 63 characters",
+                E::DomainTooFew => "domain has no dot (expected e.g. example.com)",
+                E::DomainInvalidSeparator => "misplaced dot in the domain",
+                E::UnbalancedQuotes => "unbalanced quotes in the local part",
+                E::InvalidComment => "malformed comment",
+                E::InvalidIPAddress => "invalid IP address as domain",
+                E::UnsupportedDomainLiteral => "domain literals ([1.2.3.4]) are not accepted",
+                E::UnsupportedDisplayName | E::MissingDisplayName | E::MissingEndBracket => {
+                    "a display name (Name <addr>) is not an address"
+                }
+            };
+            format!("email: {why}")
+        })
+}
+
+/// Normalises a mobile number into `out`: removes spaces, `-`, `(`, `)`
+/// and one leading `+`; what is left must be 8 to 15 digits.
+pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), String> {
+    out.clear();
+    if s.is_empty() {
+        return Err("mobileNumber: missing".into());
+    }
+    let rest = s.strip_prefix('+').unwrap_or(s);
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => out.push(c),
+            ' ' | '-' | '(' | ')' => {}
+            '+' => {
+                return Err("mobileNumber: '+' allowed only at the start".into());
+            }
+            c => {
+                let shown = if c.is_ascii_graphic() {
+                    format!("'{c}'")
+                } else {
+                    format!("U+{:04X}", c as u32)
+                };
+                return Err(format!(
+                    "mobileNumber: invalid character {shown} (digits, spaces, - ( ) and a leading + only)"
+                ));
+            }
+        }
+    }
+    let n = out.len();
+    if !(8..=15).contains(&n) {
+        return Err(format!(
+            "mobileNumber: {n} digit{}, need 8-15",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(())
+}
+
+/// The vendor, `sumsub` in any case; an empty value means `sumsub`.
+pub fn check_vendor(s: &str) -> Result<&'static str, String> {
+    if s.is_empty() || s.eq_ignore_ascii_case("sumsub") {
+        Ok(crate::request::VENDOR_SUMSUB)
+    } else if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_graphic()) {
+        Err(format!("vendor: '{s}' is not supported (only sumsub)"))
+    } else {
+        Err("vendor: not supported (only sumsub)".into())
+    }
+}
+
+pub fn check_token(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("token: missing".into());
+    }
+    if s.len() > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "token: {} bytes, at most {MAX_TOKEN_BYTES}",
+            s.len()
+        ));
+    }
+    // Fast path: printable ASCII without spaces, as real tokens are.
+    if s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
+    if s.chars().any(char::is_whitespace) {
+        return Err("token: contains whitespace".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err("token: contains a control character".into());
+    }
+    Ok(())
+}
+
+pub fn check_applicant_id(s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err("applicantId: missing".into());
+    }
+    if s.len() > 128 {
+        return Err("applicantId: longer than 128 characters".into());
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("applicantId: only letters, digits, - and _ are allowed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_reference_rules() {
+        assert!(check_identity_reference("c-13344").is_ok());
+        assert_eq!(
+            check_identity_reference("").unwrap_err(),
+            "identityReference: missing"
+        );
+        assert_eq!(
+            check_identity_reference("c_1").unwrap_err(),
+            "identityReference: invalid character '_' at position 2 (allowed: A-Z a-z 0-9 -)"
+        );
+        assert!(check_identity_reference("é")
+            .unwrap_err()
+            .contains("U+00E9"));
+    }
+
+    #[test]
+    fn email_rules_have_specific_reasons() {
+        assert!(check_email("jane.doe+tag@mail.example.com").is_ok());
+        assert_eq!(check_email("").unwrap_err(), "email: missing");
+        assert_eq!(
+            check_email("jane.example.com").unwrap_err(),
+            "email: missing @"
+        );
+        assert_eq!(check_email("jane@").unwrap_err(), "email: missing domain");
+        assert_eq!(
+            check_email("@x.com").unwrap_err(),
+            "email: missing local part (before @)"
+        );
+        assert!(check_email("jane@localhost")
+            .unwrap_err()
+            .contains("no dot"));
+        assert!(check_email("ja ne@x.com")
+            .unwrap_err()
+            .contains("whitespace"));
+        assert!(check_email("jane@x..com").is_err());
+        assert!(check_email("Jane <jane@x.com>").is_err());
+    }
+
+    #[test]
+    fn mobile_numbers_are_normalised() {
+        let mut out = String::new();
+        normalize_mobile("+61 (410) 001-000", &mut out).unwrap();
+        assert_eq!(out, "61410001000");
+        assert_eq!(
+            normalize_mobile("1234567", &mut out).unwrap_err(),
+            "mobileNumber: 7 digits, need 8-15"
+        );
+        assert_eq!(
+            normalize_mobile("1234567890123456", &mut out).unwrap_err(),
+            "mobileNumber: 16 digits, need 8-15"
+        );
+        assert!(normalize_mobile("++6141000100", &mut out).is_err());
+        assert!(normalize_mobile("0410 ABC 000", &mut out)
+            .unwrap_err()
+            .contains("'A'"));
+    }
+
+    #[test]
+    fn vendor_and_token_rules() {
+        assert_eq!(check_vendor("SumSub").unwrap(), "sumsub");
+        assert_eq!(check_vendor("").unwrap(), "sumsub");
+        assert!(check_vendor("onfido").unwrap_err().contains("onfido"));
+        assert!(check_token("abc").is_ok());
+        assert_eq!(check_token("").unwrap_err(), "token: missing");
+        assert!(check_token("a b").unwrap_err().contains("whitespace"));
+        assert_eq!(
+            check_token(&"x".repeat(1025)).unwrap_err(),
+            "token: 1025 bytes, at most 1024"
+        );
+        assert!(check_token(&"x".repeat(1024)).is_ok());
+    }
+}

@@ -1,0 +1,93 @@
+//! The progress bar: drawn on stderr only when stderr is a terminal (and
+//! not with `-q`), never otherwise, so logs and pipes stay clean.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{Counts, Outcome};
+
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal and `enabled`, else a no-op.
+    pub fn new(enabled: bool, total: Option<u64>) -> Progress {
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
+        let template = if total.is_some() {
+            "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} {per_sec} ETA {eta} {msg}"
+        } else {
+            "{spinner} {elapsed_precise} {human_pos} records {per_sec} {msg}"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Progress { bar: Some(bar) }
+    }
+
+    pub fn is_drawn(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    pub fn set_total(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} {per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    pub fn set_position(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(n);
+        }
+    }
+
+    /// Shows the accepted/failed tallies beside the bar.
+    pub fn show_counts(&self, counts: &Arc<Counts>) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "accepted {} failed {} rejected {} invalid {}",
+                counts.get(Outcome::Accepted),
+                counts.get(Outcome::Failed),
+                counts.get(Outcome::Rejected),
+                counts.get(Outcome::Invalid),
+            ));
+        }
+    }
+
+    /// Runs `f` with the bar hidden (for printing lines above it).
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(b) => b.suspend(f),
+            None => f(),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! The results file: one CSV row per input record that reached a final
+//! outcome, appended as outcomes happen, flushed per row and synced at
+//! least once a second. For `run` it is the journal that `--resume` reads.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::OutputError;
+
+/// The header row, exactly as the contract gives it.
+pub const HEADER: &str = "record,line,identityReference,outcome,httpStatus,attempts,traceId,message,errors,latencyMs,completedAt";
+
+/// The final outcome of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Accepted,
+    Invalid,
+    Duplicate,
+    Rejected,
+    Failed,
+    Skipped,
+    Validated,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Accepted,
+        Outcome::Invalid,
+        Outcome::Duplicate,
+        Outcome::Rejected,
+        Outcome::Failed,
+        Outcome::Skipped,
+        Outcome::Validated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Invalid => "invalid",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+            Outcome::Skipped => "skipped",
+            Outcome::Validated => "validated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// Outcomes that make the exit code 0.
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            Outcome::Accepted | Outcome::Skipped | Outcome::Validated
+        )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the results file.
+#[derive(Debug, Clone)]
+pub struct ResultRow<'a> {
+    pub record: u64,
+    pub line: u64,
+    pub identity_reference: &'a str,
+    pub outcome: Outcome,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub trace_id: &'a str,
+    pub message: &'a str,
+    pub errors: &'a str,
+    pub latency_ms: Option<u64>,
+    pub completed_at: SystemTime,
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T12:00:00.123Z`.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Appends result rows; flushes each one and syncs at least once a second.
+pub struct ResultsWriter {
+    path: PathBuf,
+    w: csv::Writer<File>,
+    sync_handle: File,
+    last_sync: Instant,
+    dirty: bool,
+    itoa: [itoa::Buffer; 4],
+    /// The last timestamp formatted, reused while the millisecond is the same.
+    stamp: (u128, String),
+}
+
+/// How often the results file is synced to disk at the least.
+pub const SYNC_EVERY: Duration = Duration::from_secs(1);
+
+impl ResultsWriter {
+    /// Creates a new results file (mode 0600) with its header. An existing
+    /// file is an error unless `replace`.
+    pub fn create(path: &Path, replace: bool) -> Result<ResultsWriter, OutputError> {
+        let mut opts = OpenOptions::new();
+        opts.write(true).mode(0o600);
+        if replace {
+            opts.create(true).truncate(true);
+        } else {
+            opts.create_new(true);
+        }
+        let file = opts.open(path).map_err(|e| OutputError::io(path, e))?;
+        // An existing file kept its mode on truncate: make it 0600 too.
+        set_private(path)?;
+        let mut w = Self::from_file(path, file)?;
+        w.w.write_record(HEADER.split(','))
+            .map_err(|e| OutputError::io(path, e.into()))?;
+        w.flush_row()?;
+        Ok(w)
+    }
+
+    /// Opens an existing results file for appending (after `--resume` has
+    /// read and, if needed, truncated it).
+    pub fn append(path: &Path) -> Result<ResultsWriter, OutputError> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| OutputError::io(path, e))?;
+        set_private(path)?;
+        Self::from_file(path, file)
+    }
+
+    fn from_file(path: &Path, file: File) -> Result<ResultsWriter, OutputError> {
+        let sync_handle = file.try_clone().map_err(|e| OutputError::io(path, e))?;
+        Ok(ResultsWriter {
+            path: path.to_path_buf(),
+            w: csv::WriterBuilder::new()
+                .buffer_capacity(64 * 1024)
+                .from_writer(file),
+            sync_handle,
+            last_sync: Instant::now(),
+            dirty: false,
+            itoa: Default::default(),
+            stamp: (u128::MAX, String::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one row and flushes it to the file.
+    pub fn write(&mut self, row: &ResultRow<'_>) -> Result<(), OutputError> {
+        self.write_buffered(row)?;
+        self.flush_row()
+    }
+
+    /// Writes one row into the buffer without flushing (dry runs write in
+    /// batches; call [`ResultsWriter::flush_row`] at the end of a batch).
+    pub fn write_buffered(&mut self, row: &ResultRow<'_>) -> Result<(), OutputError> {
+        let [a, b, c, d] = &mut self.itoa;
+        let record = a.format(row.record);
+        let line = b.format(row.line);
+        let status = row.http_status.map(|s| c.format(s)).unwrap_or("");
+        let mut attempts_buf = itoa::Buffer::new();
+        let attempts = attempts_buf.format(row.attempts);
+        let latency = row.latency_ms.map(|l| d.format(l)).unwrap_or("");
+        let ms = row
+            .completed_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        if self.stamp.0 != ms {
+            self.stamp = (ms, rfc3339_millis(row.completed_at));
+        }
+        let at = &self.stamp.1;
+        self.w
+            .write_record([
+                record.as_bytes(),
+                line.as_bytes(),
+                row.identity_reference.as_bytes(),
+                row.outcome.as_str().as_bytes(),
+                status.as_bytes(),
+                attempts.as_bytes(),
+                row.trace_id.as_bytes(),
+                row.message.as_bytes(),
+                row.errors.as_bytes(),
+                latency.as_bytes(),
+                at.as_bytes(),
+            ])
+            .map_err(|e| OutputError::io(&self.path, e.into()))?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Flushes buffered rows to the file; syncs if the last sync is more
+    /// than a second old.
+    pub fn flush_row(&mut self) -> Result<(), OutputError> {
+        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        if self.last_sync.elapsed() >= SYNC_EVERY {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs written rows to disk (fdatasync) if any were written since.
+    pub fn sync(&mut self) -> Result<(), OutputError> {
+        if self.dirty {
+            self.sync_handle
+                .sync_data()
+                .map_err(|e| OutputError::io(&self.path, e))?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes and syncs; the file is complete on disk after this.
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        self.dirty = true;
+        self.sync()
+    }
+}
+
+fn set_private(path: &Path) -> Result<(), OutputError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| OutputError::io(path, e))
+}
+
+/// What an existing results file holds, as read for `--resume`.
+#[derive(Debug, Default)]
+pub struct Prior {
+    /// Outcome code per record number (index = record - 1): 0 when absent,
+    /// else 1 + the outcome's index in [`Outcome::ALL`].
+    outcomes: Vec<u8>,
+    /// Hash of the identityReference written for each record.
+    ids: Vec<u32>,
+    pub rows: u64,
+    /// Bytes of a last line cut short (discarded).
+    pub truncated_bytes: u64,
+    /// Rows found per outcome.
+    pub counts: [u64; 7],
+}
+
+impl Prior {
+    pub fn outcome(&self, record: u64) -> Option<Outcome> {
+        let i = usize::try_from(record.checked_sub(1)?).ok()?;
+        match self.outcomes.get(i).copied() {
+            None | Some(0) => None,
+            Some(c) => Some(Outcome::ALL[usize::from(c) - 1]),
+        }
+    }
+
+    /// True when the results file holds `record` with this identityReference.
+    pub fn matches(&self, record: u64, identity_reference: &str) -> bool {
+        let i = (record - 1) as usize;
+        self.ids.get(i).copied() == Some(id_hash(identity_reference))
+    }
+
+    pub fn count(&self, o: Outcome) -> u64 {
+        self.counts[o as usize]
+    }
+
+    /// True when every row came from a dry run (`validate`).
+    pub fn only_dry_run(&self) -> bool {
+        self.count(Outcome::Accepted)
+            + self.count(Outcome::Rejected)
+            + self.count(Outcome::Failed)
+            + self.count(Outcome::Skipped)
+            == 0
+    }
+}
+
+fn id_hash(s: &str) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes()) as u32
+}
+
+/// Reads an existing results file. With `repair`, a last line cut short
+/// (by a kill mid-write) is cut off the file so that appending continues
+/// on a clean line.
+pub fn read_prior(path: &Path, repair: bool) -> Result<Prior, OutputError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(repair)
+        .open(path)
+        .map_err(|e| OutputError::io(path, e))?;
+    let len = file.metadata().map_err(|e| OutputError::io(path, e))?.len();
+    // Find the end of the last complete line.
+    let mut complete = len;
+    if len > 0 {
+        let mut back = 0u64;
+        let mut byte = [0u8; 1];
+        loop {
+            if back == len {
+                complete = 0;
+                break;
+            }
+            file.seek(SeekFrom::Start(len - back - 1))
+                .map_err(|e| OutputError::io(path, e))?;
+            std::io::Read::read_exact(&mut file, &mut byte)
+                .map_err(|e| OutputError::io(path, e))?;
+            if byte[0] == b'\n' {
+                complete = len - back;
+                break;
+            }
+            back += 1;
+        }
+    }
+    let mut prior = Prior {
+        truncated_bytes: len - complete,
+        ..Prior::default()
+    };
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| OutputError::io(path, e))?;
+    let reader = BufReader::with_capacity(256 * 1024, io::Read::take(&mut file, complete));
+    let mut first = true;
+    let bad = |line: u64, why: &str| OutputError::NotResults {
+        path: path.display().to_string(),
+        reason: format!("line {line}: {why}"),
+    };
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(reader);
+    let mut rec = csv::StringRecord::new();
+    let mut n: u64 = 0;
+    loop {
+        match csv.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(bad(n + 1, &e.to_string())),
+        }
+        n += 1;
+        if first {
+            first = false;
+            if rec.iter().collect::<Vec<_>>().join(",") != HEADER {
+                return Err(bad(1, "the header is not kycshare's results header"));
+            }
+            continue;
+        }
+        if rec.len() != 11 {
+            return Err(bad(n, "wrong number of fields"));
+        }
+        let record: u64 = rec[0]
+            .parse()
+            .map_err(|_| bad(n, "record is not a number"))?;
+        let outcome = Outcome::parse(&rec[3]).ok_or_else(|| bad(n, "unknown outcome"))?;
+        if record == 0 || record > (1 << 40) {
+            return Err(bad(n, "record number out of range"));
+        }
+        let i = (record - 1) as usize;
+        if prior.outcomes.len() <= i {
+            prior.outcomes.resize(i + 1, 0);
+            prior.ids.resize(i + 1, 0);
+        }
+        if prior.outcomes[i] != 0 {
+            return Err(bad(n, &format!("record {record} appears twice")));
+        }
+        prior.outcomes[i] = 1 + outcome as u8;
+        prior.ids[i] = id_hash(&rec[2]);
+        prior.counts[outcome as usize] += 1;
+        prior.rows += 1;
+    }
+    if repair && complete < len {
+        file.set_len(complete)
+            .map_err(|e| OutputError::io(path, e))?;
+        file.sync_data().map_err(|e| OutputError::io(path, e))?;
+    }
+    Ok(prior)
+}
+
+/// True when the file's first line is kycshare's results header.
+pub fn looks_like_results(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let mut first = String::new();
+    BufReader::new(f).read_line(&mut first).ok();
+    first.trim_end() == HEADER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn row(record: u64, outcome: Outcome) -> ResultRow<'static> {
+        ResultRow {
+            record,
+            line: record + 1,
+            identity_reference: "c-1",
+            outcome,
+            http_status: Some(202),
+            attempts: 1,
+            trace_id: "t",
+            message: "a, \"quoted\" message",
+            errors: "",
+            latency_ms: Some(12),
+            completed_at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_158_400_123),
+        }
+    }
+
+    #[test]
+    fn writes_header_and_rows_and_reads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut w = ResultsWriter::create(&p, false).unwrap();
+        w.write(&row(1, Outcome::Accepted)).unwrap();
+        w.write(&row(3, Outcome::Failed)).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with(HEADER));
+        assert!(text.contains(
+            "1,2,c-1,accepted,202,1,t,\"a, \"\"quoted\"\" message\",,12,2025-11-26T12:00:00.123Z\n"
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(
+            ResultsWriter::create(&p, false).is_err(),
+            "must not clobber"
+        );
+
+        let prior = read_prior(&p, false).unwrap();
+        assert_eq!(prior.rows, 2);
+        assert_eq!(prior.outcome(1), Some(Outcome::Accepted));
+        assert_eq!(prior.outcome(2), None);
+        assert_eq!(prior.outcome(3), Some(Outcome::Failed));
+        assert!(prior.matches(1, "c-1"));
+        assert!(!prior.matches(1, "c-2"));
+    }
+
+    #[test]
+    fn a_line_cut_short_is_discarded_and_repaired() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut w = ResultsWriter::create(&p, false).unwrap();
+        w.write(&row(1, Outcome::Accepted)).unwrap();
+        w.finish().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"2,3,c-2,accep").unwrap();
+        let before = std::fs::metadata(&p).unwrap().len();
+        let prior = read_prior(&p, true).unwrap();
+        assert_eq!(prior.rows, 1);
+        assert_eq!(prior.truncated_bytes, 13);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), before - 13);
+        assert_eq!(prior.outcome(2), None);
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "a,b\n1,2\n").unwrap();
+        assert!(matches!(
+            read_prior(&p, false),
+            Err(OutputError::NotResults { .. })
+        ));
+    }
+}

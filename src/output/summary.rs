@@ -1,0 +1,258 @@
+//! Counting outcomes and telling the operator what happened: the human
+//! summary on stderr and the `--json` object on stdout.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use super::Outcome;
+
+/// Outcome counters, shared with the progress bar.
+#[derive(Debug, Default)]
+pub struct Counts {
+    by: [AtomicU64; 7],
+}
+
+impl Counts {
+    pub fn add(&self, o: Outcome, n: u64) {
+        self.by[o as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, o: Outcome) -> u64 {
+        self.by[o as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        Outcome::ALL.iter().map(|o| self.get(*o)).sum()
+    }
+}
+
+/// The most common reasons rows were not sent or not accepted.
+#[derive(Debug, Default)]
+pub struct Reasons {
+    map: HashMap<String, u64>,
+}
+
+const MAX_REASONS: usize = 1000;
+
+impl Reasons {
+    /// Counts each `; `-separated reason of a message, keyed without the
+    /// parts that vary per row (positions, record numbers).
+    pub fn add(&mut self, outcome: Outcome, message: &str) {
+        if message.is_empty() {
+            return;
+        }
+        if outcome == Outcome::Duplicate {
+            self.bump("duplicate identityReference".into());
+            return;
+        }
+        for part in message.split("; ") {
+            let key = part.split(" at position").next().unwrap_or(part);
+            let key = if outcome == Outcome::Invalid {
+                key.to_string()
+            } else {
+                format!("{outcome}: {key}")
+            };
+            self.bump(key);
+        }
+    }
+
+    fn bump(&mut self, key: String) {
+        if self.map.len() >= MAX_REASONS && !self.map.contains_key(&key) {
+            *self.map.entry("(other reasons)".into()).or_default() += 1;
+        } else {
+            *self.map.entry(key).or_default() += 1;
+        }
+    }
+
+    pub fn top(&self, n: usize) -> Vec<Reason> {
+        let mut v: Vec<Reason> = self
+            .map
+            .iter()
+            .map(|(k, c)| Reason {
+                reason: k.clone(),
+                count: *c,
+            })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.reason.cmp(&b.reason)));
+        v.truncate(n);
+        v
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reason {
+    pub reason: String,
+    pub count: u64,
+}
+
+/// The end-of-run summary. Serialised as the `--json` object.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub command: String,
+    pub input: String,
+    pub total: u64,
+    pub accepted: u64,
+    pub invalid: u64,
+    pub duplicate: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub validated: u64,
+    /// Records left without an outcome (an aborted run): `--resume` sends them.
+    pub pending: u64,
+    /// Of the counts, how many came from earlier runs (`--resume`).
+    pub from_earlier_runs: u64,
+    pub elapsed_seconds: f64,
+    pub records_per_second: f64,
+    pub requests_sent: u64,
+    pub results_file: String,
+    pub retry_file: Option<String>,
+    pub exit_code: i32,
+    pub aborted: Option<String>,
+    pub top_reasons: Vec<Reason>,
+    pub next_steps: Vec<String>,
+}
+
+impl Summary {
+    pub fn new(command: &str, input: &str, results_file: &str) -> Summary {
+        Summary {
+            command: command.into(),
+            input: input.into(),
+            total: 0,
+            accepted: 0,
+            invalid: 0,
+            duplicate: 0,
+            rejected: 0,
+            failed: 0,
+            skipped: 0,
+            validated: 0,
+            pending: 0,
+            from_earlier_runs: 0,
+            elapsed_seconds: 0.0,
+            records_per_second: 0.0,
+            requests_sent: 0,
+            results_file: results_file.into(),
+            retry_file: None,
+            exit_code: 0,
+            aborted: None,
+            top_reasons: Vec::new(),
+            next_steps: Vec::new(),
+        }
+    }
+
+    pub fn set_counts(&mut self, c: &Counts) {
+        self.accepted = c.get(Outcome::Accepted);
+        self.invalid = c.get(Outcome::Invalid);
+        self.duplicate = c.get(Outcome::Duplicate);
+        self.rejected = c.get(Outcome::Rejected);
+        self.failed = c.get(Outcome::Failed);
+        self.skipped = c.get(Outcome::Skipped);
+        self.validated = c.get(Outcome::Validated);
+        self.total = c.total() + self.pending;
+    }
+
+    /// 0 when every record is accepted, skipped or validated; 1 otherwise.
+    pub fn completed_exit_code(&self) -> i32 {
+        if self.invalid + self.duplicate + self.rejected + self.failed > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// The human summary, for stderr.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let verb = match &self.aborted {
+            Some(_) => "stopped",
+            None => "finished",
+        };
+        let _ = writeln!(
+            s,
+            "kycshare {} {}: {} record{} in {:.1} s ({:.0} records/s)",
+            self.command,
+            verb,
+            self.total,
+            if self.total == 1 { "" } else { "s" },
+            self.elapsed_seconds,
+            self.records_per_second
+        );
+        if let Some(why) = &self.aborted {
+            let _ = writeln!(s, "  ABORTED: {why}");
+        }
+        let rows = [
+            ("accepted", self.accepted),
+            ("validated", self.validated),
+            ("skipped", self.skipped),
+            ("invalid", self.invalid),
+            ("duplicate", self.duplicate),
+            ("rejected", self.rejected),
+            ("failed", self.failed),
+            ("pending", self.pending),
+        ];
+        for (name, n) in rows {
+            if n > 0
+                || (name == "accepted" && self.command == "run")
+                || (name == "validated" && self.command == "validate")
+            {
+                let _ = writeln!(s, "  {name:<10} {n:>10}");
+            }
+        }
+        if self.from_earlier_runs > 0 {
+            let _ = writeln!(
+                s,
+                "  ({} of these outcomes come from earlier runs, kept in the results file)",
+                self.from_earlier_runs
+            );
+        }
+        if self.requests_sent > 0 {
+            let _ = writeln!(s, "  requests sent: {}", self.requests_sent);
+        }
+        if !self.top_reasons.is_empty() {
+            let _ = writeln!(s, "Most common reasons:");
+            for r in &self.top_reasons {
+                let _ = writeln!(s, "  {:>8}  {}", r.count, r.reason);
+            }
+        }
+        let _ = writeln!(s, "Results: {}", self.results_file);
+        if let Some(r) = &self.retry_file {
+            let _ = writeln!(s, "Retry file: {r}");
+        }
+        for n in &self.next_steps {
+            let _ = writeln!(s, "Next: {n}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_grouped_without_positions() {
+        let mut r = Reasons::default();
+        r.add(
+            Outcome::Invalid,
+            "email: missing domain; mobileNumber: 7 digits, need 8-15",
+        );
+        r.add(Outcome::Invalid, "email: missing domain");
+        r.add(
+            Outcome::Invalid,
+            "identityReference: invalid character '_' at position 3 (x)",
+        );
+        r.add(
+            Outcome::Invalid,
+            "identityReference: invalid character '_' at position 9 (x)",
+        );
+        r.add(Outcome::Duplicate, "duplicate of record 3");
+        let top = r.top(2);
+        assert_eq!(top[0].count, 2);
+        assert_eq!(top[0].reason, "email: missing domain");
+        assert_eq!(top[1].reason, "identityReference: invalid character '_'");
+    }
+}
