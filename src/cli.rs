@@ -55,7 +55,20 @@ pub enum Command {
     /// Dry run: check and sign every row offline, send nothing, write a per-row report.
     #[command(long_about = VALIDATE_ABOUT)]
     Validate(ValidateArgs),
+    /// A local Banxa emulator: rehearse a migration, run the tests, no credentials needed.
+    #[command(long_about = MOCK_ABOUT)]
+    Mock(crate::cmd::mock::MockArgs),
 }
+
+const MOCK_ABOUT: &str = "\
+A local Banxa: serves POST /eapi/v0/identities/token/share exactly as the API
+is documented (HMAC check, nonces, validation with 422, rate limit with 429)
+and injects faults on request, so that a migration can be rehearsed with no
+network and no real credentials. Prints `listening on http://ADDR` once ready.
+
+Example:
+  BANXA_API_KEY=test BANXA_API_SECRET=test kycshare mock --listen 127.0.0.1:8080 --fail-rate 0.05 --seed 1
+  curl http://127.0.0.1:8080/stats";
 
 const VALIDATE_ABOUT: &str = "\
 Dry run: read the whole export, check every row as `run` would, build and sign

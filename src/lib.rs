@@ -13,8 +13,10 @@
 pub mod cli;
 pub mod cmd;
 pub mod credentials;
+pub mod dispatch;
 pub mod input;
 pub mod logging;
+pub mod mock;
 pub mod output;
 pub mod request;
 pub mod secret;

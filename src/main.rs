@@ -14,6 +14,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
+        Command::Mock(args) => runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
     };
     let code = match result {
         Ok(code) => code,
@@ -23,4 +24,11 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }

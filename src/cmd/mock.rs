@@ -1,0 +1,230 @@
+//! `kycshare mock`: run the local Banxa emulator (see `crate::mock` for what
+//! it checks and `docs/emulator.md` for how to rehearse with it).
+//!
+//! ```text
+//! kycshare mock [--listen ADDR] [--api-key KEY] [--api-secret-file FILE]
+//!               [--rate-limit N/min|off] [--latency MS] [--fail-rate P]
+//!               [--reset-rate P] [--hang-rate P] [--fail-first N]
+//!               [--unauth-after N] [--seed S] [--record FILE]
+//! ```
+//!
+//! This module is wiring only: flags to [`MockConfig`], start, print the
+//! address, wait for SIGINT/SIGTERM, shut down.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::mock::{MockConfig, MockServer};
+use crate::secret::Secret;
+
+/// A local Banxa emulator: serves POST /eapi/v0/identities/token/share with
+/// Banxa's authentication, validation and rate limit, plus injected faults,
+/// and GET /stats. Prints `listening on http://ADDR` once ready; stops
+/// cleanly on Ctrl-C or SIGTERM.
+#[derive(clap::Args, Debug)]
+pub struct MockArgs {
+    /// Address to listen on. Port 0 picks a free port; the address actually
+    /// bound is printed on stdout as `listening on http://ADDR`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// The API key clients must present (the KEY in
+    /// `Authorization: Bearer KEY:SIGNATURE:NONCE`).
+    #[arg(long, env = "BANXA_API_KEY", value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// File holding the API secret (first line). Without it the secret is
+    /// read from the environment variable BANXA_API_SECRET. The secret is
+    /// never accepted as a command-line value.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+
+    /// Requests admitted per sliding 60-second window, all endpoints but
+    /// /stats combined; over it, 429 with Retry-After. `N/min` (or just N),
+    /// or `off`. Banxa's published limit is 500/min.
+    #[arg(long, default_value = "500/min", value_name = "N/min|off", value_parser = parse_rate_limit)]
+    pub rate_limit: RateLimit,
+
+    /// Delay added to every answer, in milliseconds (or with a unit: 250ms,
+    /// 2s). Use it to rehearse against a slow API.
+    #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
+    pub latency: Duration,
+
+    /// Probability (0 to 1) that a valid request gets 500 Server Error with
+    /// a traceId. Nothing is accepted on a 500: the client may retry.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_probability)]
+    pub fail_rate: f64,
+
+    /// Probability (0 to 1) that a valid request's connection is dropped
+    /// without an answer (the client sees a connection error).
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_probability)]
+    pub reset_rate: f64,
+
+    /// Probability (0 to 1) that a valid request is never answered (the
+    /// client must time out).
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_probability)]
+    pub hang_rate: f64,
+
+    /// The first N valid requests of each identityReference get 500, the
+    /// next one 202: deterministic retry rehearsals.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fail_first: u32,
+
+    /// Every share request after the Nth gets 401 (reason `revoked`), as if
+    /// the key were revoked mid-run.
+    #[arg(long, value_name = "N")]
+    pub unauth_after: Option<u64>,
+
+    /// Seed for the random faults (--fail-rate, --reset-rate, --hang-rate),
+    /// so a run can be replayed. Without it a seed is picked and printed on
+    /// stderr.
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+
+    /// Append one JSON line per share request to FILE (sequence, time,
+    /// identityReference, status, nonce; the payload of accepted ones).
+    /// It holds personal data: created with mode 0600.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+/// `--rate-limit`: requests per minute, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit(pub Option<u32>);
+
+fn parse_rate_limit(text: &str) -> Result<RateLimit, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(RateLimit(None));
+    }
+    let number = text.strip_suffix("/min").unwrap_or(text);
+    match number.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(RateLimit(Some(n))),
+        _ => Err(format!(
+            "expected N/min with N a positive whole number (e.g. 500/min), or off; got {text:?}"
+        )),
+    }
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "expected a probability between 0 and 1 (e.g. 0.05); got {text:?}"
+        )),
+    }
+}
+
+fn parse_latency(text: &str) -> Result<Duration, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("expected milliseconds (e.g. 250) or a duration (e.g. 2s): {e}"))
+}
+
+/// Builds the emulator's configuration from the flags and the environment.
+pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
+    let Some(api_key) = args.api_key.clone().filter(|k| !k.is_empty()) else {
+        bail!("no API key: pass --api-key KEY or set BANXA_API_KEY");
+    };
+    let api_secret = match &args.api_secret_file {
+        Some(path) => Secret::from_file(path)
+            .with_context(|| format!("cannot read the API secret file {}", path.display()))?,
+        None => match std::env::var("BANXA_API_SECRET") {
+            Ok(value) => Secret::new(value),
+            Err(_) => bail!(
+                "no API secret: set BANXA_API_SECRET or pass --api-secret-file FILE \
+                 (the secret is never taken from the command line)"
+            ),
+        },
+    };
+    if api_secret.is_empty() {
+        bail!("the API secret is empty: check BANXA_API_SECRET or --api-secret-file");
+    }
+    let mut config = MockConfig::new(api_key, api_secret);
+    config.rate_limit_per_min = args.rate_limit.0;
+    config.latency = args.latency;
+    config.fail_rate = args.fail_rate;
+    config.reset_rate = args.reset_rate;
+    config.hang_rate = args.hang_rate;
+    config.fail_first = args.fail_first;
+    config.unauth_after = args.unauth_after;
+    config.seed = args.seed;
+    config.record = args.record.clone();
+    Ok(config)
+}
+
+/// Runs the emulator until SIGINT or SIGTERM. Returns the exit code (0).
+pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
+    let config = config(&args)?;
+    let random_faults = config.fail_rate > 0.0 || config.reset_rate > 0.0 || config.hang_rate > 0.0;
+    let server = MockServer::start(args.listen, config)
+        .await
+        .context("cannot start the emulator")?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on http://{}", server.addr())?;
+        stdout.flush()?;
+    }
+    if random_faults && args.seed.is_none() {
+        eprintln!("fault seed: {} (pass --seed to replay)", server.seed());
+    }
+    wait_for_signal().await?;
+    let stats = server.stats();
+    server.shutdown().await;
+    eprintln!(
+        "stopped: {} requests, {} share requests, by status {:?}",
+        stats.total, stats.share_requests, stats.by_status
+    );
+    Ok(0)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot watch Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_forms() {
+        assert_eq!(parse_rate_limit("500/min"), Ok(RateLimit(Some(500))));
+        assert_eq!(parse_rate_limit("20"), Ok(RateLimit(Some(20))));
+        assert_eq!(parse_rate_limit("off"), Ok(RateLimit(None)));
+        assert!(parse_rate_limit("0/min").is_err());
+        assert!(parse_rate_limit("10/s").is_err());
+    }
+
+    #[test]
+    fn latency_forms() {
+        assert_eq!(parse_latency("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_latency("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_latency("soon").is_err());
+    }
+
+    #[test]
+    fn probabilities() {
+        assert_eq!(parse_probability("0.25"), Ok(0.25));
+        assert!(parse_probability("1.5").is_err());
+        assert!(parse_probability("NaN").is_err());
+    }
+}

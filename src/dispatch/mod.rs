@@ -1,0 +1,4 @@
+//! The dispatch stage (see submodules).
+
+pub mod limiter;
+pub mod policy;
