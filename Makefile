@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 ## demo: the whole job on the embedded emulator; no credentials, no network
 demo:
-	$(CARGO) run --release --quiet -- validate fixtures/sample.csv --results target/demo.results.csv --force || [ $$? -eq 1 ]
+	$(CARGO) run --release --quiet -- demo --dir target/kycshare-demo || [ $$? -eq 1 ]
 
 ## test: build everything and run every test
 test:

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::dispatch::concurrency::Concurrency;
+use crate::dispatch::limiter::Rate;
 use crate::input::Mapping;
 use crate::logging::LogFormat;
 
@@ -55,6 +57,12 @@ pub enum Command {
     /// Dry run: check and sign every row offline, send nothing, write a per-row report.
     #[command(long_about = VALIDATE_ABOUT)]
     Validate(ValidateArgs),
+    /// The import: send every valid row to Banxa, record each outcome, queue failures for retry.
+    #[command(long_about = RUN_ABOUT)]
+    Run(RunArgs),
+    /// The whole job on the embedded emulator: no credentials, no network, no set-up.
+    #[command(long_about = DEMO_ABOUT)]
+    Demo(DemoArgs),
     /// A local Banxa emulator: rehearse a migration, run the tests, no credentials needed.
     #[command(long_about = MOCK_ABOUT)]
     Mock(crate::cmd::mock::MockArgs),
@@ -69,6 +77,36 @@ network and no real credentials. Prints `listening on http://ADDR` once ready.
 Example:
   BANXA_API_KEY=test BANXA_API_SECRET=test kycshare mock --listen 127.0.0.1:8080 --fail-rate 0.05 --seed 1
   curl http://127.0.0.1:8080/stats";
+
+const RUN_ABOUT: &str = "\
+The import. Streams the export through a rate-limited, concurrent sender that
+signs and posts one share request per valid row, and writes every record's
+final outcome to the results file as it happens.
+
+Credentials: BANXA_API_KEY and BANXA_API_SECRET in the environment, or the
+secret in a file with --api-secret-file (never on the command line).
+
+Outcomes: accepted (202), rejected (4xx: fix the row), failed (429/5xx/
+timeouts after --max-attempts: copied to the retry file), invalid and
+duplicate (never sent).
+
+Stopping and continuing: Ctrl-C (or SIGTERM) stops taking rows, lets requests
+in flight finish and exits 3; a kill loses nothing either. Continue with the
+same command plus --resume: records already in the results file are skipped.
+A 401 from Banxa stops the run the same way (exit 3).
+
+Examples:
+  kycshare run export.csv --base-url https://api.banxa-sandbox.com
+  kycshare run export.csv --base-url https://api.banxa.com --resume
+  kycshare run export.retry.csv --base-url https://api.banxa.com
+  kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)";
+
+const DEMO_ABOUT: &str = "\
+Runs the real import end to end on the embedded emulator: starts a local Banxa
+on a loopback port with throwaway credentials and a few injected 500s, sends
+the bundled sample export (200 customers, some invalid and duplicate rows)
+through the same pipeline as `run`, with the progress bar, and prints the
+summary and where the results are. Needs no network and no set-up.";
 
 const VALIDATE_ABOUT: &str = "\
 Dry run: read the whole export, check every row as `run` would, build and sign
@@ -117,6 +155,68 @@ pub struct ValidateArgs {
     /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Banxa's base URL: https://api.banxa-sandbox.com (sandbox) or
+    /// https://api.banxa.com (production). http:// only to loopback (the emulator).
+    #[arg(long, env = "KYCSHARE_BASE_URL", value_name = "URL")]
+    pub base_url: String,
+    /// Most requests per second or minute, never exceeded over any window
+    /// (Banxa allows 500/min per IP for all endpoints together).
+    #[arg(long, default_value = "450/min", value_name = "N/min|N/s")]
+    pub rate: Rate,
+    /// Requests in flight at once: `auto` holds enough to keep the rate at
+    /// the latency observed, or a fixed number.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    pub concurrency: Concurrency,
+    /// Attempts per row for retryable answers (429, 5xx, 408, timeouts,
+    /// connection errors) before the row is `failed`.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: f64,
+    /// Where to copy the failed rows (default: beside the input,
+    /// export.csv -> export.retry.csv).
+    #[arg(long, value_name = "FILE")]
+    pub retry_file: Option<PathBuf>,
+    /// Continue a stopped run: skip every record already in the results file.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) in addition to the system's, e.g. a
+    /// private CA in front of a proxy.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Refused: a secret on the command line lands in shell history and `ps`.
+    #[arg(long, hide = true, value_name = "SECRET")]
+    pub api_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's export copy, results and retry file.
+    #[arg(long, default_value = "kycshare-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The rate of the demo run.
+    #[arg(long, default_value = "100/s", value_name = "N/min|N/s")]
+    pub rate: Rate,
+    /// Also print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
+        _ => Err(format!("`{s}`: expected seconds, above 0 and at most 3600")),
+    }
 }
 
 pub fn parse_delimiter(s: &str) -> Result<u8, String> {

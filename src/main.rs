@@ -14,6 +14,8 @@ fn main() {
     };
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
+        Command::Run(args) => cmd::run::run(args, ctx),
+        Command::Demo(args) => cmd::demo::run(args, ctx),
         Command::Mock(args) => runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
     };
     let code = match result {

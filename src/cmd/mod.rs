@@ -1,7 +1,9 @@
 //! One module per command, each holding only that command's wiring; the
 //! stages (`input`, `request`, `dispatch`, `output`) hold the logic.
 
+pub mod demo;
 pub mod mock;
+pub mod run;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

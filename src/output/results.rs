@@ -211,8 +211,10 @@ impl ResultsWriter {
         Ok(())
     }
 
-    /// Syncs written rows to disk (fdatasync) if any were written since.
+    /// Flushes, then syncs written rows to disk (fdatasync) if any were
+    /// written since the last sync.
     pub fn sync(&mut self) -> Result<(), OutputError> {
+        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
         if self.dirty {
             self.sync_handle
                 .sync_data()

@@ -1,0 +1,500 @@
+//! `kycshare run INPUT`: the import. This module is wiring only: it checks
+//! the configuration, then connects
+//!
+//! ```text
+//! reader thread (input) --jobs--> dispatcher (async) --outcomes--> journal thread (output)
+//!        \______________ invalid / duplicate outcomes ______________/
+//! ```
+//!
+//! with bounded channels, so memory stays flat whatever the file size.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::cli::RunArgs;
+use crate::cmd::{check_existing_results, print_summary, results_path, Ctx};
+use crate::credentials::BanxaCredentials;
+use crate::dispatch::client::{http_client, BanxaClient, HttpOptions};
+use crate::dispatch::concurrency::{Concurrency, Slots};
+use crate::dispatch::limiter::{Rate, RateLimiter};
+use crate::dispatch::{self, Abort, AbortReason, DispatchConfig, DispatchStats, Job, OutMsg};
+use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
+use crate::output::journal::{self, Journal, OnFinal};
+use crate::output::progress::Progress;
+use crate::output::results::{read_prior, Prior};
+use crate::output::retry::RetryWriter;
+use crate::output::{check_writable, Counts, Outcome, ResultsWriter, Summary};
+use crate::request::{NonceSource, Signer};
+
+/// Everything a run needs, checked. `run` builds it from the command line,
+/// `demo` builds it directly.
+pub struct RunPlan {
+    pub source: Source,
+    pub opts: InputOptions,
+    pub results: PathBuf,
+    pub retry: PathBuf,
+    pub resume: bool,
+    pub force: bool,
+    pub base_url: String,
+    pub creds: BanxaCredentials,
+    pub rate: Rate,
+    pub concurrency: Concurrency,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub http: HttpOptions,
+    pub progress: bool,
+    pub on_final: Option<OnFinal>,
+}
+
+pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
+    if args.api_secret.is_some() {
+        bail!("the API secret is never accepted on the command line (it would land in shell history and `ps`): set BANXA_API_SECRET or use --api-secret-file FILE");
+    }
+    let base_url = check_base_url(&args.base_url)?;
+    let creds = crate::credentials::banxa(args.api_secret_file.as_deref())?.ok_or_else(|| {
+        anyhow!("no credentials: set BANXA_API_KEY and BANXA_API_SECRET (or BANXA_API_KEY and --api-secret-file FILE)")
+    })?;
+    let source = Source::from_arg(&args.input.input);
+    if args.resume && source == Source::Stdin {
+        bail!("standard input cannot be resumed (it cannot be read again): save the export to a file and run on that");
+    }
+    let results = results_path(&args.input, &source)?;
+    let retry = match (&args.retry_file, &source) {
+        (Some(p), _) => p.clone(),
+        (None, Source::File(p)) => crate::input::source::beside(p, "retry"),
+        (None, Source::Stdin) => crate::input::source::beside(&results, "retry"),
+    };
+    let ca = match &args.ca_cert {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("cannot read the CA certificate {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let plan = RunPlan {
+        source,
+        opts: InputOptions {
+            delimiter: args.input.delimiter,
+            maps: args.input.maps.clone(),
+            mode: TokenMode::Token,
+        },
+        results,
+        retry,
+        resume: args.resume,
+        force: args.input.force,
+        base_url,
+        creds,
+        rate: args.rate,
+        concurrency: args.concurrency,
+        max_attempts: args.max_attempts,
+        timeout: Duration::from_secs_f64(args.timeout),
+        http: HttpOptions {
+            ca_cert_pem: ca,
+            max_idle_per_host: 64,
+        },
+        progress: !ctx.quiet,
+        on_final: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = rt.block_on(execute(plan, true))?;
+    print_summary(&summary, args.input.json);
+    Ok(summary.exit_code)
+}
+
+/// `https://…`, or `http://` to a loopback host only. Returns it without a
+/// trailing slash.
+pub fn check_base_url(s: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(s.trim()).map_err(|e| {
+        anyhow!("--base-url `{s}` is not a URL ({e}); expected e.g. https://api.banxa.com")
+    })?;
+    let host = url.host_str().unwrap_or("");
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let h = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = h.eq_ignore_ascii_case("localhost")
+                || h.parse::<IpAddr>()
+                    .map(|ip| ip.is_loopback())
+                    .unwrap_or(false);
+            if !loopback {
+                bail!("refusing to send customer data over plain http to {host}: use https (http is allowed only to a loopback address, for the emulator)");
+            }
+        }
+        other => bail!("--base-url scheme `{other}` is not supported: use https://"),
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        bail!("--base-url must be the base only (e.g. https://api.banxa.com), without a path: got {s}");
+    }
+    Ok(s.trim().trim_end_matches('/').to_string())
+}
+
+/// Runs the import described by `plan`. Fatal configuration and input
+/// errors come back as `Err` (exit 2) before anything is sent.
+pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let mut input = Input::open(&plan.source, &plan.opts)?;
+    check_writable(&plan.results)?;
+    check_writable(&plan.retry)?;
+
+    // The journal: a new file, or the one being resumed.
+    let prior: Option<Prior> = if plan.resume && plan.results.exists() {
+        let p = read_prior(&plan.results, true)?;
+        if p.truncated_bytes > 0 {
+            tracing::warn!(
+                bytes = p.truncated_bytes,
+                "discarded a last line cut short in the results file; its record is sent again"
+            );
+        }
+        Some(p)
+    } else {
+        None
+    };
+    let writer = if prior.is_some() {
+        ResultsWriter::append(&plan.results)?
+    } else {
+        let replace = check_existing_results(&plan.results, plan.force, false)?;
+        ResultsWriter::create(&plan.results, replace)?
+    };
+    let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;
+
+    let http = http_client(&plan.http).map_err(|e| anyhow!(e))?;
+    let nonces = Arc::new(NonceSource::new());
+    let signer = Signer::new(plan.creds.api_key.clone(), &plan.creds.api_secret);
+    let client = Arc::new(BanxaClient::new(
+        http,
+        &plan.base_url,
+        signer,
+        nonces,
+        plan.timeout,
+    ));
+    let limiter = Arc::new(RateLimiter::new(plan.rate));
+    let slots = Slots::new(plan.concurrency, Some(plan.rate.per_second()));
+
+    let abort = Abort::new();
+    let counts = Arc::new(Counts::default());
+    if let Some(p) = &prior {
+        for o in Outcome::ALL {
+            counts.add(o, p.count(o));
+        }
+    }
+    let progress = Progress::new(plan.progress, None);
+    if progress.is_drawn() {
+        let (p, s, d) = (progress.clone(), plan.source.clone(), plan.opts.delimiter);
+        std::thread::spawn(move || {
+            if let Some(n) = crate::input::count_records(&s, d) {
+                p.set_total(n);
+            }
+        });
+        if let Some(pr) = &prior {
+            progress.inc(pr.rows);
+        }
+    }
+
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
+    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(4096);
+
+    let journal = Journal {
+        writer,
+        retry,
+        counts: counts.clone(),
+        progress: progress.clone(),
+        abort: abort.clone(),
+        on_final: plan.on_final.take(),
+    };
+    let journal_thread = std::thread::Builder::new()
+        .name("journal".into())
+        .spawn(move || journal.run(out_rx))
+        .context("cannot start the journal thread")?;
+
+    let ticker_stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(journal::ticker(out_tx.clone(), ticker_stop.clone()));
+
+    let signals = if handle_signals {
+        Some(tokio::spawn(watch_signals(abort.clone())))
+    } else {
+        None
+    };
+
+    // Reader thread: records -> jobs, and the outcomes that need no request.
+    let reader = {
+        let out = out_tx.clone();
+        let abort = abort.clone();
+        let progress = progress.clone();
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || {
+                read_jobs(
+                    &mut input,
+                    prior.as_ref(),
+                    &jobs_tx,
+                    &out,
+                    &abort,
+                    &progress,
+                )
+            })
+            .context("cannot start the reader thread")?
+    };
+
+    let stats = Arc::new(DispatchStats::default());
+    dispatch::dispatch(
+        jobs_rx,
+        out_tx.clone(),
+        client,
+        DispatchConfig {
+            max_attempts: plan.max_attempts,
+            limiter: Some(limiter),
+            slots,
+        },
+        abort.clone(),
+        stats.clone(),
+    )
+    .await;
+
+    let read = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .map_err(|e| anyhow!("reader thread: {e}"))?
+        .map_err(|_| anyhow!("the reader thread panicked"))?;
+    ticker_stop.cancel();
+    drop(out_tx);
+    let report = tokio::task::spawn_blocking(move || journal_thread.join())
+        .await
+        .map_err(|e| anyhow!("journal thread: {e}"))?
+        .map_err(|_| anyhow!("the journal thread panicked"))?;
+    if let Some(s) = signals {
+        s.abort();
+    }
+    progress.finish();
+
+    let read = match read {
+        Ok(r) => r,
+        Err(e) => {
+            abort.trigger(AbortReason::Input(e.to_string()));
+            ReadReport::default()
+        }
+    };
+
+    let mut summary = Summary::new(
+        "run",
+        &plan.source.display(),
+        &plan.results.display().to_string(),
+    );
+    summary.set_counts(&counts);
+    summary.from_earlier_runs = read.earlier_done;
+    summary.requests_sent = stats
+        .requests_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    let this_run = summary.total.saturating_sub(read.earlier_done);
+    summary.records_per_second = this_run as f64 / summary.elapsed_seconds.max(1e-9);
+    summary.top_reasons = report.reasons.top(5);
+    if report.retry_written {
+        summary.retry_file = Some(plan.retry.display().to_string());
+    }
+    let aborted = abort.reason();
+    if let Some(r) = &aborted {
+        // Records read but without an outcome: --resume sends them.
+        summary.pending = read.records.saturating_sub(summary.total);
+        summary.total = summary.total.max(read.records);
+        summary.aborted = Some(r.to_string());
+        summary.exit_code = 3;
+    } else {
+        summary.exit_code = summary.completed_exit_code();
+    }
+    if !report.in_doubt.is_empty() {
+        let list: Vec<String> = report
+            .in_doubt
+            .iter()
+            .map(|(r, id, o)| format!("record {r} ({id}): {o}"))
+            .collect();
+        summary.next_steps.push(format!(
+            "{} record(s) reached an outcome that could NOT be written to the results file; check them in Banxa before resuming: {}",
+            list.len(),
+            list.join(", ")
+        ));
+    }
+    next_steps(&mut summary, &plan, aborted.as_ref());
+    Ok(summary)
+}
+
+fn next_steps(s: &mut Summary, plan: &RunPlan, aborted: Option<&AbortReason>) {
+    let input = plan.source.display();
+    match aborted {
+        Some(AbortReason::Unauthorized(_)) => s.next_steps.push(format!(
+            "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET: wrong, or revoked?), then continue with: kycshare run {input} --base-url {} --resume",
+            plan.base_url
+        )),
+        Some(AbortReason::Storage(_)) => s.next_steps.push(format!(
+            "free space or fix {} (see the error above), then continue with: kycshare run {input} --base-url {} --resume",
+            plan.results.display(),
+            plan.base_url
+        )),
+        Some(_) => s.next_steps.push(format!(
+            "{} record(s) not sent yet; continue with: kycshare run {input} --base-url {} --resume",
+            s.pending, plan.base_url
+        )),
+        None => {}
+    }
+    if s.failed > 0 {
+        s.next_steps.push(format!(
+            "{} row{} failed after retries (429/5xx/timeouts): retry them with kycshare run {} --base-url {}",
+            s.failed,
+            if s.failed == 1 { "" } else { "s" },
+            plan.retry.display(),
+            plan.base_url
+        ));
+    }
+    if s.rejected > 0 {
+        s.next_steps.push(format!(
+            "{} row{} rejected by Banxa: see columns message and errors in {}; fix the data and send those rows again",
+            s.rejected,
+            if s.rejected == 1 { " was" } else { "s were" },
+            plan.results.display()
+        ));
+    }
+    if s.invalid + s.duplicate > 0 {
+        s.next_steps.push(format!(
+            "{} row{} not sent (invalid or duplicate): see {}",
+            s.invalid + s.duplicate,
+            if s.invalid + s.duplicate == 1 {
+                " was"
+            } else {
+                "s were"
+            },
+            plan.results.display()
+        ));
+    }
+    if aborted.is_none() && s.exit_code == 0 {
+        s.next_steps
+            .push("nothing left to do: every record is accepted".into());
+    }
+}
+
+#[derive(Debug, Default)]
+struct ReadReport {
+    records: u64,
+    earlier_done: u64,
+}
+
+fn read_jobs(
+    input: &mut Input,
+    prior: Option<&Prior>,
+    jobs: &mpsc::Sender<Job>,
+    out: &mpsc::Sender<OutMsg>,
+    abort: &Abort,
+    progress: &Progress,
+) -> Result<ReadReport, crate::input::InputError> {
+    let mut report = ReadReport::default();
+    let mut body = Vec::with_capacity(512);
+    let mut dup = String::new();
+    loop {
+        if abort.is_triggered() {
+            break;
+        }
+        let Some(item) = input.next_item()? else {
+            break;
+        };
+        report.records = item.record;
+        if let Some(p) = prior {
+            if let Some(o) = p.outcome(item.record) {
+                if !p.matches(item.record, item.identity_reference) {
+                    abort.trigger(AbortReason::Input(format!(
+                        "the results file does not belong to this input: record {} (line {}) is `{}` in the input but something else in the results file; use the same input, or --results for a new file",
+                        item.record, item.line, item.identity_reference
+                    )));
+                    break;
+                }
+                report.earlier_done += 1;
+                if o == Outcome::Failed
+                    && out
+                        .blocking_send(OutMsg::EarlierFailed(item.raw.to_byte_record()))
+                        .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        }
+        let sent = match &item.verdict {
+            Verdict::Valid(row) => {
+                row.share_request().write_body(&mut body);
+                let job = Job {
+                    record: item.record,
+                    line: item.line,
+                    identity_reference: row.identity_reference.to_string(),
+                    body: Bytes::copy_from_slice(&body),
+                    private: vec![
+                        row.email.to_string(),
+                        row.mobile_number.to_string(),
+                        row.token.to_string(),
+                    ],
+                    raw: item.raw.to_byte_record(),
+                };
+                jobs.blocking_send(job).map_err(|_| ())
+            }
+            Verdict::Invalid(why) => out
+                .blocking_send(OutMsg::Final(journal::unsent(
+                    item.record,
+                    item.line,
+                    item.identity_reference,
+                    Outcome::Invalid,
+                    why.clone(),
+                )))
+                .map_err(|_| ()),
+            Verdict::Duplicate { of } => {
+                dup.clear();
+                dup.push_str("duplicate of record ");
+                dup.push_str(itoa::Buffer::new().format(*of));
+                out.blocking_send(OutMsg::Final(journal::unsent(
+                    item.record,
+                    item.line,
+                    item.identity_reference,
+                    Outcome::Duplicate,
+                    dup.clone(),
+                )))
+                .map_err(|_| ())
+            }
+        };
+        if sent.is_err() {
+            // The dispatcher stopped (abort): this record stays unsent.
+            break;
+        }
+    }
+    let _ = progress;
+    Ok(report)
+}
+
+/// First SIGINT/SIGTERM: stop taking rows, drain (exit 3). Second: exit at
+/// once; every row already journaled is safe (flushed per row).
+async fn watch_signals(abort: Abort) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        seen += 1;
+        if seen == 1 {
+            eprintln!("\nkycshare: {name}: finishing requests in flight, then stopping (again to stop at once)");
+            abort.trigger(AbortReason::Signal(name.to_string()));
+        } else {
+            eprintln!("kycshare: {name} again: exiting now; rows in the results file are safe, continue with --resume");
+            std::process::exit(3);
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The output stage of `run`: one thread that owns the results journal and
+//! the retry file, and records every final outcome as it happens.
+//!
+//! A write error (disk full, file-size limit, I/O error) stops the run at
+//! once: the dispatcher stops sending, and every outcome that could not be
+//! journaled is listed as "in doubt" so the operator knows exactly which
+//! records to check before resuming.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+
+use super::progress::Progress;
+use super::retry::RetryWriter;
+use super::summary::Reasons;
+use super::{Counts, Outcome, OutputError, ResultRow, ResultsWriter};
+use crate::dispatch::{Abort, AbortReason, Final, OutMsg};
+
+/// Called with every outcome journaled (the ledger hooks in here).
+pub type OnFinal = Box<dyn FnMut(&Final) + Send>;
+
+/// What the journal thread reports at the end.
+#[derive(Debug, Default)]
+pub struct JournalReport {
+    pub reasons: Reasons,
+    /// Whether a retry file was written, and how many rows it holds.
+    pub retry_written: bool,
+    pub retry_rows: u64,
+    /// Outcomes reached but not journaled because of a write error.
+    pub in_doubt: Vec<(u64, String, Outcome)>,
+    pub error: Option<String>,
+}
+
+pub struct Journal {
+    pub writer: ResultsWriter,
+    pub retry: RetryWriter,
+    pub counts: Arc<Counts>,
+    pub progress: Progress,
+    pub abort: Abort,
+    pub on_final: Option<OnFinal>,
+}
+
+impl Journal {
+    /// Runs until every sender is gone. Blocking: call on its own thread.
+    pub fn run(mut self, mut rx: mpsc::Receiver<OutMsg>) -> JournalReport {
+        let mut report = JournalReport::default();
+        let mut broken = false;
+        let mut n: u64 = 0;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                OutMsg::Tick => {
+                    self.progress.show_counts(&self.counts);
+                    if !broken {
+                        if let Err(e) = self.writer.sync() {
+                            broken = true;
+                            self.fail(&mut report, e);
+                        }
+                    }
+                }
+                OutMsg::EarlierFailed(raw) => {
+                    if !broken {
+                        if let Err(e) = self.retry.push(&raw) {
+                            broken = true;
+                            self.fail(&mut report, e);
+                        }
+                    }
+                }
+                OutMsg::Final(f) => {
+                    if broken {
+                        report
+                            .in_doubt
+                            .push((f.record, f.identity_reference.clone(), f.outcome));
+                        continue;
+                    }
+                    let row = ResultRow {
+                        record: f.record,
+                        line: f.line,
+                        identity_reference: &f.identity_reference,
+                        outcome: f.outcome,
+                        http_status: f.http_status,
+                        attempts: f.attempts,
+                        trace_id: &f.trace_id,
+                        message: &f.message,
+                        errors: &f.errors,
+                        latency_ms: f.latency_ms,
+                        completed_at: f.completed_at,
+                    };
+                    let mut res = self.writer.write(&row);
+                    if res.is_ok() {
+                        if let Some(raw) = &f.raw {
+                            res = self.retry.push(raw);
+                        }
+                    }
+                    if let Err(e) = res {
+                        broken = true;
+                        report
+                            .in_doubt
+                            .push((f.record, f.identity_reference.clone(), f.outcome));
+                        self.fail(&mut report, e);
+                        continue;
+                    }
+                    self.counts.add(f.outcome, 1);
+                    report.reasons.add(f.outcome, &f.message);
+                    if let Some(hook) = &mut self.on_final {
+                        hook(&f);
+                    }
+                    self.progress.inc(1);
+                    n += 1;
+                    if n.is_multiple_of(256) {
+                        self.progress.show_counts(&self.counts);
+                    }
+                }
+            }
+        }
+        self.progress.show_counts(&self.counts);
+        if !broken {
+            if let Err(e) = self.writer.sync() {
+                self.fail(&mut report, e);
+            }
+            report.retry_rows = self.retry.rows();
+            match self.retry.finish() {
+                Ok(w) => report.retry_written = w,
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                }
+            }
+        }
+        report
+    }
+
+    fn fail(&self, report: &mut JournalReport, e: OutputError) {
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "results journal write failed");
+        self.abort.trigger(AbortReason::Storage(msg.clone()));
+        report.error = Some(msg);
+    }
+}
+
+/// Sends a tick once a second so the journal syncs even when idle.
+pub async fn ticker(tx: mpsc::Sender<OutMsg>, abort_done: tokio_util::sync::CancellationToken) {
+    let mut t = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = t.tick() => {
+                if tx.send(OutMsg::Tick).await.is_err() {
+                    break;
+                }
+            }
+            _ = abort_done.cancelled() => break,
+        }
+    }
+}
+
+/// A `Final` for a record that was never sent (invalid, duplicate).
+pub fn unsent(record: u64, line: u64, id: &str, outcome: Outcome, message: String) -> Final {
+    Final {
+        record,
+        line,
+        identity_reference: id.to_string(),
+        outcome,
+        http_status: None,
+        attempts: 0,
+        trace_id: String::new(),
+        message,
+        errors: String::new(),
+        latency_ms: None,
+        completed_at: SystemTime::now(),
+        raw: None,
+    }
+}
