@@ -170,14 +170,14 @@ mod tests {
         assert_eq!(held.len(), 32);
         drop(held);
         for _ in 0..200 {
-            s.observe(Duration::from_millis(100));
+            s.observe(Duration::from_millis(150));
         }
         s.adjust();
-        assert_eq!(s.limit(), 5);
-        // Only 5 can be held now.
-        let held: Vec<_> = futures::future::join_all((0..5).map(|_| s.acquire())).await;
+        assert_eq!(s.limit(), 7);
+        // Only 7 can be held now.
+        let held: Vec<_> = futures::future::join_all((0..7).map(|_| s.acquire())).await;
         let extra = tokio::time::timeout(Duration::from_millis(50), s.acquire()).await;
-        assert!(extra.is_err(), "a sixth slot was granted");
+        assert!(extra.is_err(), "an eighth slot was granted");
         drop(held);
     }
 }
