@@ -6,9 +6,11 @@
 //! exactly `period` apart while callers queue, so a late timer wake-up
 //! (tokio's timer has millisecond granularity) never pushes later slots
 //! back; a rate of 50/s stays 50/s instead of drifting to ~49. On top of
-//! the pacing, a sliding-window log of the last N slot times guarantees at
-//! most N slots in any window of the rate's unit, with a small margin for
-//! the jitter between a slot and the request's arrival at the server.
+//! the pacing, a sliding-window log of the last N slots guarantees at most
+//! N in any window of the rate's unit. The log holds the moment each caller
+//! actually went ahead (a late wake-up moves it later), and a new slot keeps
+//! a margin of min(5 ms, 1% of the window) beyond it, for the jitter between
+//! going ahead and the request's arrival at the server.
 //!
 //! `governor` was the first choice; its GCRA with a burst of 1 restarts
 //! the schedule from the (late) moment a waiter wakes, which loses up to a
@@ -87,6 +89,10 @@ pub struct RateLimiter {
 struct State {
     next: Option<Instant>,
     log: VecDeque<Instant>,
+    /// Sequence number of `log.front()`.
+    base: u64,
+    /// Sequence number of the next slot.
+    seq: u64,
 }
 
 impl RateLimiter {
@@ -94,10 +100,12 @@ impl RateLimiter {
         RateLimiter {
             rate,
             period: rate.period(),
-            margin: rate.per / 500,
+            margin: (rate.per / 100).min(Duration::from_millis(5)),
             state: Mutex::new(State {
                 next: None,
                 log: VecDeque::with_capacity(rate.n.min(MAX_LOG) as usize),
+                base: 0,
+                seq: 0,
             }),
         }
     }
@@ -106,8 +114,9 @@ impl RateLimiter {
         self.rate
     }
 
-    /// Reserves the next slot and returns its time (possibly now).
-    pub fn reserve(&self) -> Instant {
+    /// Reserves the next slot; returns its sequence number and time
+    /// (possibly now).
+    pub fn reserve(&self) -> (u64, Instant) {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut t = match st.next {
@@ -119,20 +128,38 @@ impl RateLimiter {
                 t = t.max(*oldest + self.rate.per + self.margin);
             }
             st.log.pop_front();
+            st.base += 1;
         }
         if self.rate.n <= MAX_LOG {
             st.log.push_back(t);
         }
         st.next = Some(t + self.period);
-        t
+        let seq = st.seq;
+        st.seq += 1;
+        (seq, t)
+    }
+
+    /// Records that slot `seq` actually went ahead at `at` (later than
+    /// reserved when the wake-up was late).
+    fn went_ahead(&self, seq: u64, at: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if seq >= st.base {
+            let i = (seq - st.base) as usize;
+            if let Some(slot) = st.log.get_mut(i) {
+                if at > *slot {
+                    *slot = at;
+                }
+            }
+        }
     }
 
     /// Waits for a slot.
     pub async fn until_ready(&self) {
-        let t = self.reserve();
+        let (seq, t) = self.reserve();
         if t > Instant::now() {
             tokio::time::sleep_until(t).await;
         }
+        self.went_ahead(seq, Instant::now());
     }
 }
 
@@ -197,10 +224,10 @@ mod tests {
             .count();
         assert_eq!(first_second, 50);
         // And not slower than the rate: 400 slots take 8 s, give or take
-        // the window margins.
+        // the window margins (5 ms a window).
         let took = *all.last().unwrap() - start;
-        assert!(took < Duration::from_millis(8_000), "{took:?}");
-        assert!(took > Duration::from_millis(7_900), "{took:?}");
+        assert!(took < Duration::from_millis(8_050), "{took:?}");
+        assert!(took > Duration::from_millis(7_950), "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]

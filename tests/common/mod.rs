@@ -85,3 +85,95 @@ pub fn o(
 ) -> (u64, u64, String, String, String) {
     (record, line, id.into(), outcome.into(), message.into())
 }
+
+/// An in-process emulator on a loopback port, with its own runtime.
+pub struct Emu {
+    rt: tokio::runtime::Runtime,
+    server: Option<kycshare::mock::MockServer>,
+    pub url: String,
+}
+
+pub const KEY: &str = "test-key";
+pub const SECRET: &str = "test-secret-value-9d8e7f";
+
+impl Emu {
+    pub fn start(f: impl FnOnce(&mut kycshare::mock::MockConfig)) -> Emu {
+        let mut cfg = kycshare::mock::MockConfig::new(KEY, kycshare::secret::Secret::new(SECRET));
+        cfg.rate_limit_per_min = None;
+        f(&mut cfg);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt
+            .block_on(kycshare::mock::MockServer::start(
+                ([127, 0, 0, 1], 0).into(),
+                cfg,
+            ))
+            .unwrap();
+        let url = server.base_url();
+        Emu {
+            rt,
+            server: Some(server),
+            url,
+        }
+    }
+
+    pub fn stats(&self) -> kycshare::mock::Stats {
+        self.server.as_ref().unwrap().stats()
+    }
+}
+
+impl Drop for Emu {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.shutdown());
+        }
+    }
+}
+
+/// `kycshare run` with the test credentials in the environment.
+pub fn run_cmd(input: &Path, url: &str) -> Command {
+    let mut c = bin();
+    c.arg("run")
+        .arg(input)
+        .arg("--base-url")
+        .arg(url)
+        .env("BANXA_API_KEY", KEY)
+        .env("BANXA_API_SECRET", SECRET);
+    c
+}
+
+/// Writes an export of `n` valid rows (ids `{prefix}-1` …) and returns its path.
+pub fn export(dir: &Path, name: &str, prefix: &str, n: usize) -> PathBuf {
+    let mut s = String::from("identityReference,email,mobileNumber,token,extra\n");
+    for i in 1..=n {
+        s.push_str(&format!(
+            "{prefix}-{i},user{i}.{prefix}@example.com,+61 4{:08},tok-{prefix}-{i}-Zx9,x\n",
+            i
+        ));
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+/// One line of the emulator's --record file.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rec {
+    pub seq: u64,
+    pub unix_micros: u64,
+    pub identity_reference: Option<String>,
+    pub status: u16,
+    pub nonce: Option<String>,
+    pub payload: Option<serde_json::Value>,
+}
+
+pub fn record_lines(path: &Path) -> Vec<Rec> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
