@@ -198,9 +198,11 @@ pub fn parse_request(body: &[u8]) -> Result<MintRequest, String> {
     };
     let ttl_secs = match object.get("ttlInSecs").and_then(Value::as_u64) {
         Some(n) if (1..=MAX_TTL_SECS).contains(&n) => n,
-        _ => return Err(format!(
+        _ => {
+            return Err(format!(
             "ttlInSecs is required and must be a whole number of seconds from 1 to {MAX_TTL_SECS}"
-        )),
+        ))
+        }
     };
     Ok(MintRequest {
         applicant_id,
