@@ -54,8 +54,9 @@ pub struct MockArgs {
     #[arg(long, default_value = "500/min", value_name = "N/min|off", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
 
-    /// Delay added to every answer, in milliseconds (or with a unit: 250ms,
-    /// 2s). Use it to rehearse against a slow API.
+    /// Delay added to every Banxa answer, in milliseconds (or with a unit:
+    /// 250ms, 2s). Use it to rehearse against a slow API. Sumsub's answers
+    /// get --sumsub-latency instead.
     #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
     pub latency: Duration,
 

@@ -96,7 +96,7 @@ pub struct MockConfig {
     pub rate_limit_per_min: Option<u32>,
     /// Probability of a 500 for a valid request.
     pub fail_rate: f64,
-    /// Added to every answer.
+    /// Added to every Banxa answer (Sumsub's get `sumsub_latency`).
     pub latency: Duration,
     /// Probability of dropping the connection without an answer.
     pub reset_rate: f64,
