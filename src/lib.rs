@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `cmd` holds the wiring of each subcommand; `mock` is the local Banxa
-//! emulator (it deliberately shares no signing code with `request`).
+//! emulator (it deliberately shares no signing code with `request`);
+//! `sumsub` is the client that mints share tokens just in time.
 
 pub mod cli;
 pub mod cmd;
@@ -20,3 +21,4 @@ pub mod mock;
 pub mod output;
 pub mod request;
 pub mod secret;
+pub mod sumsub;

@@ -6,6 +6,10 @@
 //!               [--rate-limit N/min|off] [--latency MS] [--fail-rate P]
 //!               [--reset-rate P] [--hang-rate P] [--fail-first N]
 //!               [--unauth-after N] [--seed S] [--record FILE]
+//!               [--sumsub-app-token TOKEN] [--sumsub-secret-file FILE]
+//!               [--check-tokens] [--consume-token-on-fault]
+//!               [--sumsub-fail-rate P] [--sumsub-latency MS]
+//!               [--sumsub-forbidden-client ID]
 //! ```
 //!
 //! This module is wiring only: flags to [`MockConfig`], start, print the
@@ -23,6 +27,7 @@ use crate::secret::Secret;
 
 /// A local Banxa emulator: serves POST /eapi/v0/identities/token/share with
 /// Banxa's authentication, validation and rate limit, plus injected faults,
+/// Sumsub's POST /resources/accessTokens/shareToken (share-token minting),
 /// and GET /stats. Prints `listening on http://ADDR` once ready; stops
 /// cleanly on Ctrl-C or SIGTERM.
 #[derive(clap::Args, Debug)]
@@ -49,8 +54,9 @@ pub struct MockArgs {
     #[arg(long, default_value = "500/min", value_name = "N/min|off", value_parser = parse_rate_limit)]
     pub rate_limit: RateLimit,
 
-    /// Delay added to every answer, in milliseconds (or with a unit: 250ms,
-    /// 2s). Use it to rehearse against a slow API.
+    /// Delay added to every Banxa answer, in milliseconds (or with a unit:
+    /// 250ms, 2s). Use it to rehearse against a slow API. Sumsub's answers
+    /// get --sumsub-latency instead.
     #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
     pub latency: Duration,
 
@@ -90,6 +96,42 @@ pub struct MockArgs {
     /// It holds personal data: created with mode 0600.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Sumsub's app token clients must present in X-App-Token on the
+    /// share-token endpoint. Without it (and a Sumsub secret) that endpoint
+    /// answers 401.
+    #[arg(long, env = "SUMSUB_APP_TOKEN", value_name = "TOKEN")]
+    pub sumsub_app_token: Option<String>,
+
+    /// File holding Sumsub's secret key (first line), the HMAC key of
+    /// X-App-Access-Sig. Without it the secret is read from the environment
+    /// variable SUMSUB_SECRET_KEY; never from the command line.
+    #[arg(long, value_name = "FILE")]
+    pub sumsub_secret_file: Option<PathBuf>,
+
+    /// The share endpoint accepts only tokens this emulator minted, once,
+    /// before they expire; otherwise 422 on provider.token.
+    #[arg(long)]
+    pub check_tokens: bool,
+
+    /// With --check-tokens: an injected fault (500, reset, hang) uses the
+    /// request's token up, as a real failure after Banxa redeemed it would.
+    #[arg(long, requires = "check_tokens")]
+    pub consume_token_on_fault: bool,
+
+    /// Probability (0 to 1) that a valid Sumsub share-token request gets 500.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_probability)]
+    pub sumsub_fail_rate: f64,
+
+    /// Delay added to every Sumsub answer, in milliseconds (or with a unit).
+    /// --latency applies to Banxa's answers only.
+    #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
+    pub sumsub_latency: Duration,
+
+    /// Sumsub answers 403 to share-token requests for this forClientId (a
+    /// client the applicant's data may not be shared with).
+    #[arg(long, value_name = "ID")]
+    pub sumsub_forbidden_client: Option<String>,
 }
 
 /// `--rate-limit`: requests per minute, or off.
@@ -156,13 +198,43 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
     config.unauth_after = args.unauth_after;
     config.seed = args.seed;
     config.record = args.record.clone();
+    let sumsub_secret =
+        crate::credentials::secret_from(args.sumsub_secret_file.as_deref(), "SUMSUB_SECRET_KEY")?;
+    let sumsub_app_token = args
+        .sumsub_app_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    match (sumsub_app_token, &sumsub_secret) {
+        (Some(_), None) => bail!(
+            "a Sumsub app token but no Sumsub secret: set SUMSUB_SECRET_KEY or pass \
+             --sumsub-secret-file FILE"
+        ),
+        (None, Some(_)) => {
+            bail!(
+                "a Sumsub secret but no app token: pass --sumsub-app-token or set SUMSUB_APP_TOKEN"
+            )
+        }
+        _ => {}
+    }
+    config.sumsub_app_token = sumsub_app_token.map(str::to_string);
+    config.sumsub_secret = sumsub_secret;
+    config.check_tokens = args.check_tokens;
+    config.consume_token_on_fault = args.consume_token_on_fault;
+    config.sumsub_fail_rate = args.sumsub_fail_rate;
+    config.sumsub_latency = args.sumsub_latency;
+    config.sumsub_forbidden_client = args.sumsub_forbidden_client.clone();
     Ok(config)
 }
 
 /// Runs the emulator until SIGINT or SIGTERM. Returns the exit code (0).
 pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
     let config = config(&args)?;
-    let random_faults = config.fail_rate > 0.0 || config.reset_rate > 0.0 || config.hang_rate > 0.0;
+    let random_faults = config.fail_rate > 0.0
+        || config.reset_rate > 0.0
+        || config.hang_rate > 0.0
+        || config.sumsub_fail_rate > 0.0;
+    let sumsub = config.sumsub_app_token.is_some();
     let server = MockServer::start(args.listen, config)
         .await
         .context("cannot start the emulator")?;
@@ -174,12 +246,22 @@ pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
     if random_faults && args.seed.is_none() {
         eprintln!("fault seed: {} (pass --seed to replay)", server.seed());
     }
+    if !sumsub {
+        eprintln!(
+            "Sumsub endpoint: no app token and secret (SUMSUB_APP_TOKEN, SUMSUB_SECRET_KEY): \
+             it answers 401"
+        );
+    }
     wait_for_signal().await?;
     let stats = server.stats();
     server.shutdown().await;
     eprintln!(
-        "stopped: {} requests, {} share requests, by status {:?}",
-        stats.total, stats.share_requests, stats.by_status
+        "stopped: {} requests, {} share requests, by status {:?}; Sumsub {:?}, {} tokens minted",
+        stats.total,
+        stats.share_requests,
+        stats.by_status,
+        stats.sumsub_requests,
+        stats.tokens_minted
     );
     Ok(0)
 }

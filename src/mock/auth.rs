@@ -175,7 +175,7 @@ impl Verifier {
 
 /// Decodes exactly 64 lowercase hex digits (a SHA-256 MAC). Uppercase is
 /// refused: the documented signature is lowercase.
-fn decode_lower_hex(text: &str) -> Option<[u8; 32]> {
+pub(crate) fn decode_lower_hex(text: &str) -> Option<[u8; 32]> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;
@@ -195,7 +195,7 @@ fn nibble(b: u8) -> Option<u8> {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -14,22 +14,30 @@
 //!    `--unauth-after` (reason `revoked`);
 //! 5. request format (400 with a traceId; see [`validate`]);
 //! 6. fields (422 with Laravel-style `errors`);
-//! 7. injected faults (see [`faults`]): fail-first, reset, hang, fail-rate;
-//! 8. accepted: 202 `{"identityReference": …}`.
+//! 7. with `--check-tokens`, `provider.token` (422 unless this emulator
+//!    minted it, it is unused and unexpired; see [`sumsub::TokenBook`]);
+//! 8. injected faults (see [`faults`]): fail-first, reset, hang, fail-rate
+//!    (with `--consume-token-on-fault` a fault uses the token up);
+//! 9. accepted: 202 `{"identityReference": …}` (the token is used up).
 //!
-//! `--latency` is added to every answer (reset included). Each share request
-//! is written to the record file before its answer is sent.
+//! It also serves Sumsub's `POST /resources/accessTokens/shareToken` (see
+//! [`sumsub`]): a different service, so it has no rate limit, its own
+//! latency (`--sumsub-latency`) and faults (`--sumsub-fail-rate`), its own
+//! counters in `/stats`, and is not written to the record file.
+//!
+//! `--latency` is added to every Banxa answer (reset included). Each share
+//! request is written to the record file before its answer is sent.
 //!
 //! Not for: production use, or anything but loopback rehearsals. It does not
 //! share code with the client's signer (`crate::request`) on purpose.
-//! Room to grow: an endpoint is a [`Route`] variant plus a handler (the
-//! Sumsub share-token endpoint will be one).
+//! Room to grow: an endpoint is a [`Route`] variant plus a handler.
 
 pub mod auth;
 pub mod faults;
 pub mod ratelimit;
 pub mod record;
 pub mod stats;
+pub mod sumsub;
 pub mod validate;
 
 use std::io;
@@ -47,6 +55,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -60,6 +70,7 @@ use ratelimit::SlidingWindow;
 use record::Recorder;
 use stats::Counters;
 pub use stats::Stats;
+use sumsub::{SignedHeaders, SumsubAuthFailure, SumsubVerifier, TokenBook, TokenRejection};
 use validate::FieldErrors;
 
 /// Banxa's identity token sharing endpoint.
@@ -85,7 +96,7 @@ pub struct MockConfig {
     pub rate_limit_per_min: Option<u32>,
     /// Probability of a 500 for a valid request.
     pub fail_rate: f64,
-    /// Added to every answer.
+    /// Added to every Banxa answer (Sumsub's get `sumsub_latency`).
     pub latency: Duration,
     /// Probability of dropping the connection without an answer.
     pub reset_rate: f64,
@@ -103,8 +114,28 @@ pub struct MockConfig {
     pub body_limit: usize,
     /// Tests: a fixed server clock (unix microseconds) for nonce freshness,
     /// so that signatures computed ahead of time with a fixed nonce stay
-    /// fresh. `None`: the system clock.
+    /// fresh. It is also the clock of Sumsub's `X-App-Access-Ts` check and
+    /// of token expiry; [`MockServer::set_now_micros`] moves it. `None`: the
+    /// system clock.
     pub fixed_now_micros: Option<u64>,
+    /// Sumsub's app token (`X-App-Token`). The Sumsub endpoint answers 401
+    /// unless both it and [`MockConfig::sumsub_secret`] are set.
+    pub sumsub_app_token: Option<String>,
+    /// Sumsub's secret key, the HMAC key of `X-App-Access-Sig`.
+    pub sumsub_secret: Option<Secret>,
+    /// The Banxa endpoint accepts only tokens minted here, once, unexpired
+    /// (422 on `provider.token` otherwise).
+    pub check_tokens: bool,
+    /// With `check_tokens`: an injected fault (500, reset, hang) uses the
+    /// token up, as a real failure after Banxa redeemed it would.
+    pub consume_token_on_fault: bool,
+    /// Probability of a 500 from the Sumsub endpoint for a valid request.
+    pub sumsub_fail_rate: f64,
+    /// Added to every Sumsub answer (instead of [`MockConfig::latency`]).
+    pub sumsub_latency: Duration,
+    /// Share requests with this `forClientId` get 403 from Sumsub (the
+    /// client is not allowed to receive this applicant's data).
+    pub sumsub_forbidden_client: Option<String>,
 }
 
 impl MockConfig {
@@ -123,6 +154,13 @@ impl MockConfig {
             record: None,
             body_limit: DEFAULT_BODY_LIMIT,
             fixed_now_micros: None,
+            sumsub_app_token: None,
+            sumsub_secret: None,
+            check_tokens: false,
+            consume_token_on_fault: false,
+            sumsub_fail_rate: 0.0,
+            sumsub_latency: Duration::ZERO,
+            sumsub_forbidden_client: None,
         }
     }
 
@@ -138,6 +176,7 @@ impl MockConfig {
             ("fail rate", self.fail_rate),
             ("reset rate", self.reset_rate),
             ("hang rate", self.hang_rate),
+            ("Sumsub fail rate", self.sumsub_fail_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return invalid(format!("the {name} must be between 0 and 1, not {p}"));
@@ -155,6 +194,7 @@ impl MockConfig {
 enum Route {
     Share,
     Stats,
+    SumsubShareToken,
     NotFound,
 }
 
@@ -163,6 +203,7 @@ impl Route {
         match path {
             SHARE_PATH => Route::Share,
             STATS_PATH => Route::Stats,
+            sumsub::SHARE_TOKEN_PATH => Route::SumsubShareToken,
             _ => Route::NotFound,
         }
     }
@@ -175,12 +216,20 @@ struct State {
     limiter: Option<SlidingWindow>,
     nonces: NonceBook,
     faults: Faults,
+    /// Tokens minted by the Sumsub endpoint.
+    tokens: TokenBook,
+    /// `--sumsub-fail-rate`'s own RNG, so Sumsub faults do not shift the
+    /// sequence of Banxa's.
+    sumsub_rng: StdRng,
 }
 
 #[derive(Debug)]
 struct Shared {
     config: MockConfig,
     verifier: Verifier,
+    sumsub_verifier: Option<SumsubVerifier>,
+    /// The fixed clock in unix micros; 0: the system clock.
+    clock: AtomicU64,
     state: Mutex<State>,
     recorder: Option<Recorder>,
     started: Instant,
@@ -198,9 +247,10 @@ impl Shared {
     }
 
     fn now_micros(&self) -> u64 {
-        self.config
-            .fixed_now_micros
-            .unwrap_or_else(|| unix_micros(SystemTime::now()))
+        match self.clock.load(Ordering::Relaxed) {
+            0 => unix_micros(SystemTime::now()),
+            fixed => fixed,
+        }
     }
 
     fn trace_id(&self) -> String {
@@ -273,10 +323,20 @@ impl MockServer {
                 .map(|n| SlidingWindow::new(n, Duration::from_secs(60))),
             nonces: NonceBook::default(),
             faults: Faults::new(rates, seed),
+            tokens: TokenBook::default(),
+            sumsub_rng: StdRng::seed_from_u64(seed ^ 0x5375_6d73_7562),
+        };
+        let sumsub_verifier = match (&config.sumsub_app_token, &config.sumsub_secret) {
+            (Some(token), Some(secret)) if !token.is_empty() && !secret.is_empty() => {
+                Some(SumsubVerifier::new(token, secret))
+            }
+            _ => None,
         };
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             verifier: Verifier::new(&config.api_key, &config.api_secret),
+            sumsub_verifier,
+            clock: AtomicU64::new(config.fixed_now_micros.unwrap_or(0)),
             config,
             state: Mutex::new(state),
             recorder,
@@ -316,6 +376,13 @@ impl MockServer {
     /// The seed of the fault RNG (given or picked).
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// Tests: sets the fixed server clock (unix microseconds) used for nonce
+    /// and timestamp freshness and token expiry, e.g. to move past a
+    /// token's TTL without sleeping. 0 goes back to the system clock.
+    pub fn set_now_micros(&self, micros: u64) {
+        self.shared.clock.store(micros, Ordering::Relaxed);
     }
 
     /// The counters, as `GET /stats` answers them.
@@ -403,6 +470,8 @@ struct Decision {
     /// The identityReference, when the body was valid.
     id: Option<String>,
     payload: Option<Value>,
+    /// `--check-tokens` refused the token (422).
+    token_rejection: Option<TokenRejection>,
 }
 
 enum Action {
@@ -419,6 +488,7 @@ impl Decision {
             fault: None,
             id: None,
             payload: None,
+            token_rejection: None,
         }
     }
 
@@ -451,6 +521,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
         // The client went away mid-body: nobody to answer.
         Err(_) => return Err(Dropped),
     };
+    if route == Route::SumsubShareToken {
+        let response = sumsub_share_token(shared, &parts, body.as_ref());
+        if !shared.config.sumsub_latency.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(shared.config.sumsub_latency) => {}
+                _ = shared.shutting_down() => {}
+            }
+        }
+        return Ok(response);
+    }
     // Only a routed request of the right method and size meets the limiter
     // (as in Laravel, 404/405 are decided by the router, before throttling).
     let limited = route == Route::Share && parts.method == Method::POST && body.is_some();
@@ -524,7 +604,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
             Decision::answer(response)
         }
         (Route::Share, Some(body)) => share(shared, &parts, body),
-        (Route::Stats, Some(_)) => unreachable!("answered above"),
+        (Route::Stats | Route::SumsubShareToken, Some(_)) => unreachable!("answered above"),
     };
 
     let status = decision.status();
@@ -557,7 +637,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
             identity_reference: id.as_deref(),
             status,
             nonce,
-            reason: decision.reason.map(AuthFailure::as_str),
+            reason: decision
+                .reason
+                .map(AuthFailure::as_str)
+                .or(decision.token_rejection.map(|r| match r {
+                    TokenRejection::Unknown => "unknown_token",
+                    TokenRejection::Used => "used_token",
+                    TokenRejection::Expired => "expired_token",
+                })),
             fault: decision.fault.map(Fault::as_str),
             payload: decision.payload.as_ref(),
         };
@@ -629,7 +716,42 @@ fn share(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) -> 
         }
     };
 
-    let fault = shared.lock().faults.decide(&id);
+    let token = object
+        .get("provider")
+        .and_then(|p| p.get("token"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let fault = {
+        let mut state = shared.lock();
+        let state = &mut *state;
+        if shared.config.check_tokens {
+            let now = shared.now_micros();
+            if let Err(rejection) = state.tokens.check(token, now) {
+                state.counters.token_rejections[rejection.index()] += 1;
+                let mut errors = FieldErrors::default();
+                errors.add("provider.token", sumsub::TOKEN_INVALID.to_string());
+                let mut decision = Decision::answer(json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    to_json(&Message {
+                        message: "The given data was invalid.",
+                        errors: Some(&errors),
+                        status: 422,
+                        trace_id: None,
+                    }),
+                ));
+                decision.id = Some(id);
+                decision.token_rejection = Some(rejection);
+                return decision;
+            }
+        }
+        // Decided and used up under the same lock as the check, so two
+        // concurrent requests cannot both spend one token.
+        let fault = state.faults.decide(&id);
+        if shared.config.check_tokens && (fault.is_none() || shared.config.consume_token_on_fault) {
+            state.tokens.consume(token);
+        }
+        fault
+    };
     let mut decision = Decision::answer(match fault {
         Some(Fault::FailFirst | Fault::FailRate) => json(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -654,6 +776,117 @@ fn share(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) -> 
     decision.fault = fault;
     decision.id = Some(id);
     decision
+}
+
+/// Sumsub's share-token endpoint (see [`sumsub`] for the checks). Counted
+/// apart from Banxa's requests; never rate limited.
+fn sumsub_share_token(
+    shared: &Shared,
+    parts: &hyper::http::request::Parts,
+    body: Option<&Bytes>,
+) -> Response<Body> {
+    let mut reason = None;
+    let mut minted = false;
+    let (status, response) = 'answer: {
+        let error = |status: StatusCode, description: &str| {
+            let correlation_id = shared.trace_id();
+            let body = to_json(&sumsub::ErrorBody {
+                description,
+                code: status.as_u16(),
+                correlation_id: &correlation_id,
+            });
+            (status, json(status, body))
+        };
+        if parts.method != Method::POST {
+            let description = format!(
+                "The {} method is not supported for {}; use POST",
+                parts.method,
+                sumsub::SHARE_TOKEN_PATH
+            );
+            let (status, mut response) = error(StatusCode::METHOD_NOT_ALLOWED, &description);
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            break 'answer (status, response);
+        }
+        let Some(body) = body else {
+            let description = format!(
+                "The request body is larger than {} bytes",
+                shared.config.body_limit
+            );
+            break 'answer error(StatusCode::PAYLOAD_TOO_LARGE, &description);
+        };
+        let headers = SignedHeaders {
+            app_token: parts.headers.get("x-app-token").map(HeaderValue::as_bytes),
+            ts: parts
+                .headers
+                .get("x-app-access-ts")
+                .map(HeaderValue::as_bytes),
+            sig: parts
+                .headers
+                .get("x-app-access-sig")
+                .map(HeaderValue::as_bytes),
+        };
+        let path_with_query = parts
+            .uri
+            .path_and_query()
+            .map_or(sumsub::SHARE_TOKEN_PATH, |p| p.as_str());
+        let verified = match &shared.sumsub_verifier {
+            None => Err(SumsubAuthFailure::NotConfigured),
+            Some(verifier) => verifier.verify(
+                headers,
+                parts.method.as_str(),
+                path_with_query,
+                body,
+                shared.now_micros(),
+            ),
+        };
+        if let Err(failure) = verified {
+            reason = Some(failure);
+            break 'answer error(StatusCode::UNAUTHORIZED, failure.description());
+        }
+        let request = match sumsub::parse_request(body) {
+            Ok(request) => request,
+            Err(description) => break 'answer error(StatusCode::BAD_REQUEST, &description),
+        };
+        if !sumsub::applicant_exists(&request.applicant_id) {
+            break 'answer error(StatusCode::NOT_FOUND, "Applicant not found");
+        }
+        if shared.config.sumsub_forbidden_client.as_deref() == Some(&request.for_client_id) {
+            break 'answer error(
+                StatusCode::FORBIDDEN,
+                "Sharing applicant data with this client is not allowed",
+            );
+        }
+        let fail_rate = shared.config.sumsub_fail_rate;
+        if fail_rate > 0.0 && shared.lock().sumsub_rng.random::<f64>() < fail_rate {
+            break 'answer error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
+        }
+        let token = sumsub::new_token();
+        let answer = serde_json::json!({
+            "token": token,
+            "forClientId": request.for_client_id,
+        })
+        .to_string();
+        let now = shared.now_micros();
+        shared.lock().tokens.insert(token, request.ttl_secs, now);
+        minted = true;
+        (StatusCode::OK, json(StatusCode::OK, answer))
+    };
+    let mut state = shared.lock();
+    let counters = &mut state.counters;
+    counters.total += 1;
+    *counters
+        .sumsub_by_status
+        .entry(status.as_u16())
+        .or_insert(0) += 1;
+    if minted {
+        counters.tokens_minted += 1;
+    }
+    if let Some(reason) = reason {
+        counters.sumsub_auth_failures[reason.index()] += 1;
+    }
+    response
 }
 
 fn authenticate(

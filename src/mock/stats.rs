@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthFailure;
+use super::sumsub::{SumsubAuthFailure, TokenRejection};
 
 /// A snapshot of the emulator's counters: the body of `GET /stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +35,19 @@ pub struct Stats {
     pub peak_in_flight: u64,
     /// Requests being handled now (hung ones included).
     pub in_flight: u64,
+    /// Sumsub share-token requests, by HTTP status (not in `byStatus`).
+    #[serde(default)]
+    pub sumsub_requests: BTreeMap<String, u64>,
+    /// Sumsub 401 answers by reason (every reason is listed, zeros included).
+    #[serde(default)]
+    pub sumsub_auth_failures: BTreeMap<String, u64>,
+    /// Share tokens minted by the Sumsub endpoint.
+    #[serde(default)]
+    pub tokens_minted: u64,
+    /// `--check-tokens`: 422s for `provider.token`, by reason (`unknown`,
+    /// `used`, `expired`; every reason listed).
+    #[serde(default)]
+    pub token_rejections: BTreeMap<String, u64>,
 }
 
 /// Counts the most events seen in any sliding window of a given length, to
@@ -92,6 +106,10 @@ pub struct Counters {
     pub hangs: u64,
     pub in_60s: WindowMax,
     pub in_1s: WindowMax,
+    pub sumsub_by_status: BTreeMap<u16, u64>,
+    pub sumsub_auth_failures: [u64; SumsubAuthFailure::ALL.len()],
+    pub tokens_minted: u64,
+    pub token_rejections: [u64; TokenRejection::ALL.len()],
 }
 
 impl Default for Counters {
@@ -105,6 +123,10 @@ impl Default for Counters {
             hangs: 0,
             in_60s: WindowMax::new(60_000_000),
             in_1s: WindowMax::new(1_000_000),
+            sumsub_by_status: BTreeMap::new(),
+            sumsub_auth_failures: [0; SumsubAuthFailure::ALL.len()],
+            tokens_minted: 0,
+            token_rejections: [0; TokenRejection::ALL.len()],
         }
     }
 }
@@ -129,6 +151,20 @@ impl Counters {
             max_in_1s: self.in_1s.max(),
             peak_in_flight,
             in_flight,
+            sumsub_requests: self
+                .sumsub_by_status
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            sumsub_auth_failures: SumsubAuthFailure::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), self.sumsub_auth_failures[r.index()]))
+                .collect(),
+            tokens_minted: self.tokens_minted,
+            token_rejections: TokenRejection::ALL
+                .iter()
+                .map(|r| (r.as_str().to_string(), self.token_rejections[r.index()]))
+                .collect(),
         }
     }
 }

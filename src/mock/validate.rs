@@ -95,7 +95,7 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, FormatError> {
 pub struct FieldErrors(pub Vec<(&'static str, Vec<String>)>);
 
 impl FieldErrors {
-    fn add(&mut self, field: &'static str, message: String) {
+    pub fn add(&mut self, field: &'static str, message: String) {
         match self.0.iter_mut().find(|(f, _)| *f == field) {
             Some((_, messages)) => messages.push(message),
             None => self.0.push((field, vec![message])),
