@@ -447,3 +447,34 @@ fn a_secret_file_works_and_nothing_private_reaches_outputs() {
     }
     assert!(!all.contains(SECRET));
 }
+
+#[test]
+fn a_429_retry_after_is_respected() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("rec.jsonl");
+    let emu = Emu::start(|c| {
+        c.rate_limit_per_min = Some(3);
+        c.rate_window = std::time::Duration::from_secs(2);
+        c.record = Some(record.clone());
+    });
+    let input = export(dir.path(), "e.csv", "l", 6);
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "100/s", "--concurrency", "2"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let recs = record_lines(&record);
+    let limited: Vec<&Rec> = recs.iter().filter(|r| r.status == 429).collect();
+    assert!(!limited.is_empty(), "the test needs some 429s");
+    for r in limited {
+        let id = r.identity_reference.as_deref().unwrap();
+        let next = recs
+            .iter()
+            .filter(|n| n.identity_reference.as_deref() == Some(id) && n.seq > r.seq)
+            .min_by_key(|n| n.seq)
+            .expect("a 429 is retried");
+        let waited = next.unix_micros - r.unix_micros;
+        // The emulator asked for at least 1 s (rounded up to whole seconds).
+        assert!(waited >= 990_000, "{id} retried after {waited} µs");
+    }
+    let rows = results(&dir.path().join("e.results.csv"));
+    assert!(rows.iter().all(|r| r["outcome"] == "accepted"));
+    assert!(rows.iter().any(|r| r["attempts"] != "1"));
+}

@@ -94,6 +94,9 @@ pub struct MockConfig {
     pub api_secret: Secret,
     /// Requests admitted per sliding 60 s; `None` turns the limit off.
     pub rate_limit_per_min: Option<u32>,
+    /// The rate limit's window: 60 s as Banxa's; tests shorten it so that a
+    /// `Retry-After` can be honoured in seconds (library only, no flag).
+    pub rate_window: Duration,
     /// Probability of a 500 for a valid request.
     pub fail_rate: f64,
     /// Added to every Banxa answer (Sumsub's get `sumsub_latency`).
@@ -144,6 +147,7 @@ impl MockConfig {
             api_key: api_key.into(),
             api_secret,
             rate_limit_per_min: Some(DEFAULT_RATE_LIMIT_PER_MIN),
+            rate_window: Duration::from_secs(60),
             fail_rate: 0.0,
             latency: Duration::ZERO,
             reset_rate: 0.0,
@@ -320,7 +324,7 @@ impl MockServer {
             counters: Counters::default(),
             limiter: config
                 .rate_limit_per_min
-                .map(|n| SlidingWindow::new(n, Duration::from_secs(60))),
+                .map(|n| SlidingWindow::new(n, config.rate_window)),
             nonces: NonceBook::default(),
             faults: Faults::new(rates, seed),
             tokens: TokenBook::default(),
