@@ -4,6 +4,7 @@
 //! Not for: deciding outcomes (that is `dispatch` and `input`); this stage
 //! only records them.
 
+pub mod metrics;
 pub mod progress;
 pub mod results;
 pub mod retry;
