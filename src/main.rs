@@ -14,6 +14,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
+        Command::Ledger(args) => cmd::ledger::run(args),
         Command::Mock(args) => runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
     };
     let code = match result {

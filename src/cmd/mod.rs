@@ -1,6 +1,7 @@
 //! One module per command, each holding only that command's wiring; the
 //! stages (`input`, `request`, `dispatch`, `output`) hold the logic.
 
+pub mod ledger;
 pub mod mock;
 pub mod validate;
 
