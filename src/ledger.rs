@@ -1373,9 +1373,10 @@ mod tests {
         send::<Ledger>();
     }
 
-    /// Helper for the child-process tests: does nothing unless the env var
-    /// says what to do.
+    /// Not a test: the child process of the two tests below (run as
+    /// `--ignored --exact`), told what to do by the environment.
     #[test]
+    #[ignore = "the child process of the lock and kill tests"]
     fn child_helper() {
         let Ok(what) = std::env::var("KYCSHARE_LEDGER_CHILD") else {
             return;
@@ -1405,6 +1406,7 @@ mod tests {
     fn child(what: &str, p: &Path) -> std::process::Command {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
         c.args([
+            "--ignored",
             "--exact",
             "ledger::tests::child_helper",
             "--nocapture",
