@@ -66,6 +66,36 @@ pub enum Command {
     /// A local Banxa emulator: rehearse a migration, run the tests, no credentials needed.
     #[command(long_about = MOCK_ABOUT)]
     Mock(crate::cmd::mock::MockArgs),
+    /// Show what a nightly ledger holds: identities by last outcome, the last runs, the oldest failure.
+    #[command(long_about = LEDGER_ABOUT)]
+    Ledger(LedgerArgs),
+}
+
+const LEDGER_ABOUT: &str = "\
+Show what a ledger (`kycshare run --ledger FILE`) holds: how many identities
+Banxa has accepted, how many were last rejected or failed (those are sent
+again by the next run), the oldest failure still pending, and the last runs
+with their counts and exit codes.
+
+The ledger is read, never changed, and without taking the run lock, so this
+works while a nightly run is going. A run with no end time either is still
+going or was killed (the next run picks up where it stopped). See
+docs/nightly.md for scheduling, alerting and sqlite3 queries.
+
+Exit codes: 0 shown, 2 the file is missing or is not a ledger.
+
+Example:
+  kycshare ledger /var/lib/kycshare/ledger.db
+  kycshare ledger /var/lib/kycshare/ledger.db --json | jq .oldestPendingFailure";
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The ledger file (an SQLite database written by `kycshare run --ledger FILE`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print one JSON object on stdout instead of the text report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const MOCK_ABOUT: &str = "\

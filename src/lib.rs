@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod credentials;
 pub mod dispatch;
 pub mod input;
+pub mod ledger;
 pub mod logging;
 pub mod mock;
 pub mod output;

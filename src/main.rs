@@ -16,6 +16,7 @@ fn main() {
         Command::Validate(args) => cmd::validate::run(args, ctx),
         Command::Run(args) => cmd::run::run(args, ctx),
         Command::Demo(args) => cmd::demo::run(args, ctx),
+        Command::Ledger(args) => cmd::ledger::run(args),
         Command::Mock(args) => runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
     };
     let code = match result {

@@ -2,6 +2,7 @@
 //! stages (`input`, `request`, `dispatch`, `output`) hold the logic.
 
 pub mod demo;
+pub mod ledger;
 pub mod mock;
 pub mod run;
 pub mod validate;

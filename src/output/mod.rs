@@ -5,6 +5,7 @@
 //! only records them.
 
 pub mod journal;
+pub mod metrics;
 pub mod progress;
 pub mod results;
 pub mod retry;

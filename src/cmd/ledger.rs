@@ -1,0 +1,127 @@
+//! `kycshare ledger FILE [--json]`: what a nightly ledger holds.
+//!
+//! ```text
+//! kycshare ledger FILE [--json]
+//! ```
+//!
+//! Wiring only: open the ledger read-only (no run lock, so it works during a
+//! run), take its report from `crate::ledger`, print it as text on stdout or
+//! as one JSON object.
+
+use std::fmt::Write;
+
+use crate::cli::LedgerArgs;
+use crate::ledger::{LedgerReport, LedgerView};
+
+pub fn run(args: LedgerArgs) -> anyhow::Result<i32> {
+    let report = LedgerView::open(&args.file)?.report()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(0)
+}
+
+/// The text report.
+pub fn render(r: &LedgerReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "ledger {}", r.path);
+    if let Some(h) = &r.in_use_by {
+        let _ = writeln!(s, "  in use by a run now ({h})");
+    }
+    let _ = writeln!(s, "identities by last outcome:");
+    for (name, n) in [
+        ("accepted", r.accepted),
+        ("rejected", r.rejected),
+        ("failed", r.failed),
+        ("total", r.identities),
+    ] {
+        let _ = writeln!(s, "  {name:<10} {n:>10}");
+    }
+    let pending = r.rejected + r.failed;
+    if pending > 0 {
+        let _ = writeln!(
+            s,
+            "  {pending} not accepted: the next run sends them again{}",
+            if r.changed_not_yet_accepted > 0 {
+                format!(
+                    " ({} of them accepted earlier with other details)",
+                    r.changed_not_yet_accepted
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    match &r.oldest_pending_failure {
+        Some(f) => {
+            let _ = write!(
+                s,
+                "oldest pending failure: {} {} since {} (last attempt {}",
+                f.identity_reference, f.last_outcome, f.since, f.last_attempt
+            );
+            if let Some(st) = f.http_status {
+                let _ = write!(s, ", HTTP {st}");
+            }
+            if !f.trace_id.is_empty() {
+                let _ = write!(s, ", traceId {}", f.trace_id);
+            }
+            let _ = writeln!(s, ")");
+        }
+        None => {
+            let _ = writeln!(s, "oldest pending failure: none");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "last successful run (exit 0) ended: {}",
+        r.last_success.as_deref().unwrap_or("never")
+    );
+    if r.runs.is_empty() {
+        let _ = writeln!(s, "runs: none yet");
+        return s;
+    }
+    let _ = writeln!(s, "last runs, newest first:");
+    for run in &r.runs {
+        let _ = write!(s, "  #{} {} -> ", run.id, run.started_at);
+        match (&run.ended_at, &run.counts) {
+            (Some(end), Some(c)) => {
+                let _ = write!(
+                    s,
+                    "{end}  exit {}  {}\n      total {}  accepted {}  skipped {}  rejected {}  failed {}  invalid {}  duplicate {}  requests {}",
+                    run.exit_code.map_or("?".to_string(), |c| c.to_string()),
+                    run.input,
+                    c.total,
+                    c.accepted,
+                    c.skipped,
+                    c.rejected,
+                    c.failed,
+                    c.invalid,
+                    c.duplicate,
+                    c.requests_sent
+                );
+                if c.validated > 0 {
+                    let _ = write!(s, "  validated {}", c.validated);
+                }
+                let _ = writeln!(s);
+            }
+            _ => {
+                let running = r.in_use_by.as_ref().and_then(|h| h.pid) == Some(run.pid)
+                    && run.id == r.runs[0].id;
+                let _ = writeln!(
+                    s,
+                    "{}  {} (pid {})",
+                    if running {
+                        "still running"
+                    } else {
+                        "did not finish (killed or crashed: the next run picks up)"
+                    },
+                    run.input,
+                    run.pid
+                );
+            }
+        }
+    }
+    s
+}
