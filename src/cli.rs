@@ -224,6 +224,15 @@ pub struct RunArgs {
     /// private CA in front of a proxy.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Nightly reconciliation: a SQLite ledger of what Banxa accepted. Rows
+    /// accepted before with the same email, mobile number and vendor are
+    /// `skipped`; new, changed and earlier-failed rows are sent.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Write Prometheus metrics (rows by outcome, duration, exit code, last
+    /// success) to FILE at the end, atomically (node_exporter textfile).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Refused: a secret on the command line lands in shell history and `ps`.
     #[arg(long, hide = true, value_name = "SECRET")]
     pub api_secret: Option<String>,

@@ -76,6 +76,8 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             },
             progress: !ctx.quiet,
             on_final: None,
+            ledger: None,
+            metrics: None,
         };
         let summary = execute(plan, true).await;
         let stats = server.stats();

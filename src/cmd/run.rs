@@ -50,6 +50,8 @@ pub struct RunPlan {
     pub http: HttpOptions,
     pub progress: bool,
     pub on_final: Option<OnFinal>,
+    pub ledger: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
@@ -100,6 +102,8 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         },
         progress: !ctx.quiet,
         on_final: None,
+        ledger: args.ledger.clone(),
+        metrics: args.metrics_file.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -144,6 +148,22 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
     let mut input = Input::open(&plan.source, &plan.opts)?;
     check_writable(&plan.results)?;
     check_writable(&plan.retry)?;
+    if let Some(m) = &plan.metrics {
+        check_writable(m)?;
+    }
+    // The ledger: one run at a time (a second run refuses here, exit 2).
+    let mut ledger = match &plan.ledger {
+        Some(path) => Some(crate::ledger::Ledger::open(path)?),
+        None => None,
+    };
+    let ledger_reader = match &ledger {
+        Some(l) => Some(l.reader()?),
+        None => None,
+    };
+    let run_id = match &mut ledger {
+        Some(l) => Some(l.begin_run(&plan.source.display(), std::time::SystemTime::now())?),
+        None => None,
+    };
 
     // The journal: a new file, or the one being resumed.
     let prior: Option<Prior> = if plan.resume && plan.results.exists() {
@@ -209,6 +229,7 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         progress: progress.clone(),
         abort: abort.clone(),
         on_final: plan.on_final.take(),
+        ledger,
     };
     let journal_thread = std::thread::Builder::new()
         .name("journal".into())
@@ -235,6 +256,7 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
                 read_jobs(
                     &mut input,
                     prior.as_ref(),
+                    ledger_reader.as_ref(),
                     &jobs_tx,
                     &out,
                     &abort,
@@ -322,6 +344,33 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         ));
     }
     next_steps(&mut summary, &plan, aborted.as_ref());
+
+    let ended = std::time::SystemTime::now();
+    let mut last_success = None;
+    if let (Some(mut l), Some(id)) = (report.ledger, run_id) {
+        let counts = crate::ledger::RunCounts::from(&summary);
+        if let Err(e) = l.end_run(id, ended, &counts, summary.exit_code) {
+            summary
+                .next_steps
+                .push(format!("could not close the run in the ledger: {e}"));
+        }
+        last_success = l.last_success().ok().flatten();
+    }
+    if let Some(path) = &plan.metrics {
+        let mut m = crate::output::metrics::RunMetrics::from_summary(&summary);
+        m.ended_at = Some(ended);
+        m.last_success = if summary.exit_code == 0 {
+            Some(ended)
+        } else {
+            last_success
+        };
+        if let Err(e) = crate::output::metrics::write_metrics(path, &m) {
+            summary.next_steps.push(format!(
+                "could not write the metrics file {}: {e}",
+                path.display()
+            ));
+        }
+    }
     Ok(summary)
 }
 
@@ -387,6 +436,7 @@ struct ReadReport {
 fn read_jobs(
     input: &mut Input,
     prior: Option<&Prior>,
+    ledger: Option<&crate::ledger::LedgerReader>,
     jobs: &mpsc::Sender<Job>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
@@ -424,7 +474,22 @@ fn read_jobs(
             }
         }
         let sent = match &item.verdict {
-            Verdict::Valid(row) => {
+            Verdict::Valid(row) => 'valid: {
+                let fingerprint = ledger
+                    .map(|_| crate::ledger::fingerprint(row.email, row.mobile_number, row.vendor));
+                if let (Some(l), Some(fp)) = (ledger, &fingerprint) {
+                    if l.should_skip(row.identity_reference, fp) {
+                        break 'valid out
+                            .blocking_send(OutMsg::Final(journal::unsent(
+                                item.record,
+                                item.line,
+                                item.identity_reference,
+                                Outcome::Skipped,
+                                "already accepted with the same details (ledger)".into(),
+                            )))
+                            .map_err(|_| ());
+                    }
+                }
                 row.share_request().write_body(&mut body);
                 let job = Job {
                     record: item.record,
@@ -437,6 +502,7 @@ fn read_jobs(
                         row.token.to_string(),
                     ],
                     raw: item.raw.to_byte_record(),
+                    fingerprint,
                 };
                 jobs.blocking_send(job).map_err(|_| ())
             }

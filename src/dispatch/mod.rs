@@ -48,6 +48,8 @@ pub struct Job {
     pub private: Vec<String>,
     /// The input record as read, for the retry file.
     pub raw: csv::ByteRecord,
+    /// What the ledger records for this row (with `--ledger`).
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Job {
@@ -75,6 +77,8 @@ pub struct Final {
     pub completed_at: SystemTime,
     /// The input record, kept only for `failed` (the retry file).
     pub raw: Option<csv::ByteRecord>,
+    /// The row's ledger fingerprint (sent rows, with `--ledger`).
+    pub fingerprint: Option<[u8; 32]>,
 }
 
 /// Messages to the output stage.
@@ -325,5 +329,6 @@ fn final_of(job: &Job, outcome: Outcome, attempts: u32, reply: Reply) -> Final {
         latency_ms: Some(reply.latency.as_millis() as u64),
         completed_at: SystemTime::now(),
         raw: (outcome == Outcome::Failed).then(|| job.raw.clone()),
+        fingerprint: job.fingerprint,
     }
 }

@@ -30,6 +30,8 @@ pub struct JournalReport {
     /// Outcomes reached but not journaled because of a write error.
     pub in_doubt: Vec<(u64, String, Outcome)>,
     pub error: Option<String>,
+    /// The ledger, handed back for `end_run`.
+    pub ledger: Option<crate::ledger::Ledger>,
 }
 
 pub struct Journal {
@@ -39,6 +41,8 @@ pub struct Journal {
     pub progress: Progress,
     pub abort: Abort,
     pub on_final: Option<OnFinal>,
+    /// With `--ledger`: every sent outcome is recorded (batched).
+    pub ledger: Option<crate::ledger::Ledger>,
 }
 
 impl Journal {
@@ -47,12 +51,50 @@ impl Journal {
         let mut report = JournalReport::default();
         let mut broken = false;
         let mut n: u64 = 0;
-        while let Some(msg) = rx.blocking_recv() {
+        // Rows of records that were never sent (invalid, duplicate,
+        // skipped) are flushed in blocks: losing one to a kill only means
+        // it is looked at again on --resume. Rows of sent records are
+        // flushed one by one, at once: losing one would send it twice.
+        let mut unflushed = false;
+        loop {
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing waiting: write out what is buffered.
+                    if !broken {
+                        let mut res = Ok(());
+                        if unflushed {
+                            unflushed = false;
+                            res = self.writer.flush_row();
+                        }
+                        if res.is_ok() {
+                            if let Some(l) = &mut self.ledger {
+                                res = l.flush().map_err(ledger_error);
+                            }
+                        }
+                        if let Err(e) = res {
+                            broken = true;
+                            self.fail(&mut report, e);
+                        }
+                    }
+                    match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
             match msg {
                 OutMsg::Tick => {
                     self.progress.show_counts(&self.counts);
                     if !broken {
-                        if let Err(e) = self.writer.sync() {
+                        let mut res = self.writer.sync();
+                        if res.is_ok() {
+                            if let Some(l) = &mut self.ledger {
+                                res = l.flush_if_due().map_err(ledger_error);
+                            }
+                        }
+                        if let Err(e) = res {
                             broken = true;
                             self.fail(&mut report, e);
                         }
@@ -86,10 +128,33 @@ impl Journal {
                         latency_ms: f.latency_ms,
                         completed_at: f.completed_at,
                     };
-                    let mut res = self.writer.write(&row);
+                    let mut res = self.writer.write_buffered(&row);
+                    if res.is_ok() {
+                        if f.attempts > 0 || unflushed && n.is_multiple_of(4096) {
+                            res = self.writer.flush_row();
+                            unflushed = false;
+                        } else {
+                            unflushed = true;
+                        }
+                    }
                     if res.is_ok() {
                         if let Some(raw) = &f.raw {
                             res = self.retry.push(raw);
+                        }
+                    }
+                    if res.is_ok() && f.attempts > 0 {
+                        if let (Some(l), Some(fp)) = (&mut self.ledger, f.fingerprint) {
+                            res = l
+                                .record(crate::ledger::Update {
+                                    identity_reference: f.identity_reference.clone(),
+                                    fingerprint: fp,
+                                    outcome: f.outcome,
+                                    http_status: f.http_status,
+                                    trace_id: f.trace_id.clone(),
+                                    attempts: f.attempts,
+                                    at: f.completed_at,
+                                })
+                                .map_err(ledger_error);
                         }
                     }
                     if let Err(e) = res {
@@ -115,7 +180,13 @@ impl Journal {
         }
         self.progress.show_counts(&self.counts);
         if !broken {
-            if let Err(e) = self.writer.sync() {
+            let mut res = self.writer.sync();
+            if res.is_ok() {
+                if let Some(l) = &mut self.ledger {
+                    res = l.flush().map_err(ledger_error);
+                }
+            }
+            if let Err(e) = res {
                 self.fail(&mut report, e);
             }
             report.retry_rows = self.retry.rows();
@@ -126,6 +197,7 @@ impl Journal {
                 }
             }
         }
+        report.ledger = self.ledger.take();
         report
     }
 
@@ -134,6 +206,14 @@ impl Journal {
         tracing::error!(error = %msg, "results journal write failed");
         self.abort.trigger(AbortReason::Storage(msg.clone()));
         report.error = Some(msg);
+    }
+}
+
+fn ledger_error(e: crate::ledger::LedgerError) -> OutputError {
+    OutputError::Io {
+        path: "the ledger".into(),
+        reason: e.to_string(),
+        kind: std::io::ErrorKind::Other,
     }
 }
 
@@ -167,5 +247,6 @@ pub fn unsent(record: u64, line: u64, id: &str, outcome: Outcome, message: Strin
         latency_ms: None,
         completed_at: SystemTime::now(),
         raw: None,
+        fingerprint: None,
     }
 }
