@@ -182,6 +182,10 @@ pub struct InputArgs {
 pub struct ValidateArgs {
     #[command(flatten)]
     pub input: InputArgs,
+    /// The input carries Sumsub's applicantId instead of a token (as for
+    /// `run --mint`): check applicantId; nothing is minted, no network.
+    #[arg(long)]
+    pub mint: bool,
     /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
@@ -233,6 +237,29 @@ pub struct RunArgs {
     /// success) to FILE at the end, atomically (node_exporter textfile).
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Just-in-time share tokens: the input carries Sumsub's applicantId
+    /// (column `applicantId`, or --map applicantId=COL) instead of a token;
+    /// a fresh token is minted from Sumsub right before each request (and
+    /// each retry). Needs SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY.
+    #[arg(long, requires = "for_client_id")]
+    pub mint: bool,
+    /// With --mint: Banxa's client id in Sumsub (the recipient of the share).
+    #[arg(long, value_name = "ID")]
+    pub for_client_id: Option<String>,
+    /// With --mint: lifetime of each minted token.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub token_ttl: u64,
+    /// With --mint: Sumsub's API base URL.
+    #[arg(long, default_value = "https://api.sumsub.com", value_name = "URL")]
+    pub sumsub_base_url: String,
+    /// With --mint: most Sumsub requests per second or minute (default:
+    /// twice --rate, so minting never slows the run, but a retry storm
+    /// cannot flood Sumsub).
+    #[arg(long, value_name = "N/min|N/s")]
+    pub mint_rate: Option<Rate>,
+    /// With --mint: read the Sumsub secret key from this file instead of SUMSUB_SECRET_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub sumsub_secret_file: Option<PathBuf>,
     /// Refused: a secret on the command line lands in shell history and `ps`.
     #[arg(long, hide = true, value_name = "SECRET")]
     pub api_secret: Option<String>,
@@ -249,6 +276,11 @@ pub struct DemoArgs {
     /// Also print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Show the just-in-time minting path: the export carries Sumsub
+    /// applicant ids and each token is minted from the emulated Sumsub
+    /// right before its request.
+    #[arg(long)]
+    pub mint: bool,
 }
 
 fn parse_timeout(s: &str) -> Result<f64, String> {

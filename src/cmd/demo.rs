@@ -19,14 +19,18 @@ use crate::secret::Secret;
 
 /// The bundled sample export: 200 customers, some invalid, some duplicates.
 const SAMPLE: &[u8] = include_bytes!("../../fixtures/sample.csv");
+/// The same kind of export for `--mint`: Sumsub applicant ids, no tokens.
+const SAMPLE_MINT: &[u8] = include_bytes!("../../fixtures/sample-mint.csv");
 
 pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("cannot create the demo folder {}", args.dir.display()))?;
-    let input = args.dir.join("sample.csv");
-    std::fs::write(&input, SAMPLE).with_context(|| format!("cannot write {}", input.display()))?;
-    let results = args.dir.join("sample.results.csv");
-    let retry = args.dir.join("sample.retry.csv");
+    let stem = if args.mint { "sample-mint" } else { "sample" };
+    let input = args.dir.join(format!("{stem}.csv"));
+    std::fs::write(&input, if args.mint { SAMPLE_MINT } else { SAMPLE })
+        .with_context(|| format!("cannot write {}", input.display()))?;
+    let results = args.dir.join(format!("{stem}.results.csv"));
+    let retry = args.dir.join(format!("{stem}.retry.csv"));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,6 +46,17 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         // Banxa's limit is per minute; the demo runs faster, and its
         // emulator allows what the demo sends.
         cfg.rate_limit_per_min = Some((args.rate.per_second() * 60.0).ceil() as u32);
+        let sumsub_token = "demo-sumsub-app".to_string();
+        let sumsub_secret = Secret::new(format!("demo-{:032x}", rand::random::<u128>()));
+        if args.mint {
+            cfg.sumsub_app_token = Some(sumsub_token.clone());
+            cfg.sumsub_secret = Some(sumsub_secret.clone());
+            // Banxa accepts only tokens the emulated Sumsub minted, once,
+            // before they expire; an injected 500 uses its token up.
+            cfg.check_tokens = true;
+            cfg.consume_token_on_fault = true;
+            cfg.sumsub_latency = Duration::from_millis(30);
+        }
         let server = MockServer::start(([127, 0, 0, 1], 0).into(), cfg)
             .await
             .context("cannot start the emulator on a loopback port")?;
@@ -50,13 +65,25 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             server.base_url()
         );
         eprintln!(
-            "kycshare demo: sending {} at {} through the real import pipeline\n",
+            "kycshare demo: sending {} at {} through the real import pipeline{}\n",
             input.display(),
-            args.rate
+            args.rate,
+            if args.mint {
+                ", minting each share token from the emulated Sumsub just before its request"
+            } else {
+                ""
+            }
         );
         let plan = RunPlan {
             source: Source::File(input.clone()),
-            opts: InputOptions::default(),
+            opts: InputOptions {
+                mode: if args.mint {
+                    crate::input::TokenMode::Mint
+                } else {
+                    crate::input::TokenMode::Token
+                },
+                ..InputOptions::default()
+            },
             results: results.clone(),
             retry,
             resume: false,
@@ -78,6 +105,19 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             on_final: None,
             ledger: None,
             metrics: None,
+            mint: args.mint.then(|| crate::cmd::run::MintPlan {
+                creds: crate::sumsub::SumsubCredentials {
+                    app_token: sumsub_token,
+                    secret_key: sumsub_secret,
+                },
+                base_url: server.base_url(),
+                for_client_id: "banxa-demo".into(),
+                ttl_secs: 600,
+                rate: crate::dispatch::limiter::Rate {
+                    n: args.rate.n.saturating_mul(2),
+                    per: args.rate.per,
+                },
+            }),
         };
         let summary = execute(plan, true).await;
         let stats = server.stats();
@@ -85,12 +125,20 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         let summary = summary?;
         print_summary(&summary, args.json);
         eprintln!(
-            "\nThe emulator saw {} requests ({} accepted, {} injected 500s, retried). Inspect the results with:\n  column -s, -t < {} | less -S",
+            "\nThe emulator saw {} requests ({} accepted, {} injected 500s, retried){}. Inspect the results with:\n  column -s, -t < {} | less -S",
             stats.share_requests,
             stats.by_status.get("202").copied().unwrap_or(0),
             stats.by_status.get("500").copied().unwrap_or(0),
+            if args.mint {
+                format!(", and minted {} single-use tokens", stats.tokens_minted)
+            } else {
+                String::new()
+            },
             results.display()
         );
+        if !args.mint {
+            eprintln!("For the just-in-time minting path (tokens minted from Sumsub right before each request): kycshare demo --mint");
+        }
         Ok(summary.exit_code)
     })
 }

@@ -23,7 +23,9 @@ use crate::credentials::BanxaCredentials;
 use crate::dispatch::client::{http_client, BanxaClient, HttpOptions};
 use crate::dispatch::concurrency::{Concurrency, Slots};
 use crate::dispatch::limiter::{Rate, RateLimiter};
-use crate::dispatch::{self, Abort, AbortReason, DispatchConfig, DispatchStats, Job, OutMsg};
+use crate::dispatch::{
+    self, Abort, AbortReason, DispatchConfig, DispatchStats, Job, OutMsg, Payload,
+};
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
 use crate::output::journal::{self, Journal, OnFinal};
 use crate::output::progress::Progress;
@@ -52,6 +54,16 @@ pub struct RunPlan {
     pub on_final: Option<OnFinal>,
     pub ledger: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
+    pub mint: Option<MintPlan>,
+}
+
+/// `--mint`: where and how tokens are minted.
+pub struct MintPlan {
+    pub creds: crate::sumsub::SumsubCredentials,
+    pub base_url: String,
+    pub for_client_id: String,
+    pub ttl_secs: u64,
+    pub rate: Rate,
 }
 
 pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
@@ -72,6 +84,34 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         (None, Source::File(p)) => crate::input::source::beside(p, "retry"),
         (None, Source::Stdin) => crate::input::source::beside(&results, "retry"),
     };
+    let mint = if args.mint {
+        let creds = crate::sumsub::credentials(args.sumsub_secret_file.as_deref())?.ok_or_else(|| {
+            anyhow!("--mint needs Sumsub credentials: set SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY (or --sumsub-secret-file FILE)")
+        })?;
+        let for_client_id = args
+            .for_client_id
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!("--mint needs --for-client-id ID (Banxa's client id in Sumsub)")
+            })?;
+        let base = check_base_url(&args.sumsub_base_url).context("--sumsub-base-url")?;
+        Some(MintPlan {
+            creds,
+            base_url: base,
+            for_client_id,
+            ttl_secs: args.token_ttl,
+            rate: args.mint_rate.unwrap_or(Rate {
+                n: args.rate.n.saturating_mul(2),
+                per: args.rate.per,
+            }),
+        })
+    } else {
+        if args.for_client_id.is_some() {
+            bail!("--for-client-id is only used with --mint");
+        }
+        None
+    };
     let ca = match &args.ca_cert {
         Some(p) => Some(
             std::fs::read(p)
@@ -84,7 +124,11 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         opts: InputOptions {
             delimiter: args.input.delimiter,
             maps: args.input.maps.clone(),
-            mode: TokenMode::Token,
+            mode: if mint.is_some() {
+                TokenMode::Mint
+            } else {
+                TokenMode::Token
+            },
         },
         results,
         retry,
@@ -104,6 +148,7 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         on_final: None,
         ledger: args.ledger.clone(),
         metrics: args.metrics_file.clone(),
+        mint,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -187,6 +232,17 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
     let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;
 
     let http = http_client(&plan.http).map_err(|e| anyhow!(e))?;
+    let mint = plan.mint.take().map(|m| crate::dispatch::MintConfig {
+        client: crate::sumsub::SumsubClient::new(
+            &m.base_url,
+            m.creds,
+            m.for_client_id,
+            m.ttl_secs,
+            http.clone(),
+        ),
+        limiter: Arc::new(RateLimiter::new(m.rate)),
+        timeout: plan.timeout,
+    });
     let nonces = Arc::new(NonceSource::new());
     let signer = Signer::new(plan.creds.api_key.clone(), &plan.creds.api_secret);
     let client = Arc::new(BanxaClient::new(
@@ -275,6 +331,7 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
             max_attempts: plan.max_attempts,
             limiter: Some(limiter),
             slots,
+            mint,
         },
         abort.clone(),
         stats.clone(),
@@ -490,12 +547,22 @@ fn read_jobs(
                             .map_err(|_| ());
                     }
                 }
-                row.share_request().write_body(&mut body);
+                let payload = if row.applicant_id.is_empty() {
+                    row.share_request().write_body(&mut body);
+                    Payload::Body(Bytes::copy_from_slice(&body))
+                } else {
+                    Payload::Mint {
+                        applicant_id: row.applicant_id.to_string(),
+                        email: row.email.to_string(),
+                        mobile_number: row.mobile_number.to_string(),
+                        vendor: row.vendor,
+                    }
+                };
                 let job = Job {
                     record: item.record,
                     line: item.line,
                     identity_reference: row.identity_reference.to_string(),
-                    body: Bytes::copy_from_slice(&body),
+                    payload,
                     private: vec![
                         row.email.to_string(),
                         row.mobile_number.to_string(),

@@ -41,8 +41,9 @@ pub struct Job {
     pub record: u64,
     pub line: u64,
     pub identity_reference: String,
-    /// The exact body to send (compact JSON).
-    pub body: Bytes,
+    /// What to send: the exact body, or the fields to build it from once a
+    /// token is minted (`--mint`).
+    pub payload: Payload,
     /// Values that must never appear in a message we write (the row's own
     /// email and mobile number), scrubbed from Banxa's messages.
     pub private: Vec<String>,
@@ -59,6 +60,28 @@ impl std::fmt::Debug for Job {
             .field("identity_reference", &self.identity_reference)
             .finish_non_exhaustive()
     }
+}
+
+/// The request of a job.
+pub enum Payload {
+    /// The exact body to send (compact JSON), token included.
+    Body(Bytes),
+    /// Just-in-time minting: a fresh share token is minted from Sumsub for
+    /// every attempt, then the body is built with it.
+    Mint {
+        applicant_id: String,
+        email: String,
+        mobile_number: String,
+        vendor: &'static str,
+    },
+}
+
+/// Minting settings (`run --mint`).
+pub struct MintConfig {
+    pub client: crate::sumsub::SumsubClient,
+    /// Sumsub's own rate limit (`--mint-rate`).
+    pub limiter: Arc<RateLimiter>,
+    pub timeout: Duration,
 }
 
 /// A record's final outcome, for the output stage.
@@ -156,6 +179,7 @@ pub struct DispatchConfig {
     pub max_attempts: u32,
     pub limiter: Option<Arc<RateLimiter>>,
     pub slots: Arc<Slots>,
+    pub mint: Option<MintConfig>,
 }
 
 /// Counters the summary reports.
@@ -163,6 +187,7 @@ pub struct DispatchConfig {
 pub struct DispatchStats {
     pub requests_sent: AtomicU64,
     pub retries: AtomicU64,
+    pub tokens_minted: AtomicU64,
 }
 
 struct Ctx {
@@ -231,8 +256,71 @@ pub async fn dispatch(
     adjuster.abort();
 }
 
+/// What one attempt produced: Banxa's answer, or a minting failure that
+/// never reached Banxa.
+enum Attempt {
+    Banxa(Reply, Option<crate::secret::Secret>),
+    MintFailed(MintFailure),
+}
+
+enum MintFailure {
+    /// Sumsub refused for good (4xx): the row is rejected, Banxa never sees it.
+    Rejected(u16, String),
+    /// Worth retrying (Sumsub 429/5xx/timeout/transport).
+    Retry(policy::Answer, String),
+    /// Sumsub 401: stop the run.
+    Unauthorized(String),
+}
+
+async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
+    match &job.payload {
+        Payload::Body(body) => Attempt::Banxa(ctx.client.send(body.clone()).await, None),
+        Payload::Mint {
+            applicant_id,
+            email,
+            mobile_number,
+            vendor,
+        } => {
+            let Some(mint) = &ctx.cfg.mint else {
+                return Attempt::MintFailed(MintFailure::Rejected(
+                    0,
+                    "minting is not configured".into(),
+                ));
+            };
+            mint.limiter.until_ready().await;
+            let token = match mint.client.mint(applicant_id, mint.timeout).await {
+                crate::sumsub::MintResult::Token(t) => t,
+                crate::sumsub::MintResult::Rejected { status, message } => {
+                    return Attempt::MintFailed(MintFailure::Rejected(status, message))
+                }
+                crate::sumsub::MintResult::Retryable { answer, message } => {
+                    return Attempt::MintFailed(MintFailure::Retry(answer, message))
+                }
+                crate::sumsub::MintResult::Unauthorized { message } => {
+                    return Attempt::MintFailed(MintFailure::Unauthorized(message))
+                }
+            };
+            ctx.stats.tokens_minted.fetch_add(1, Ordering::Relaxed);
+            let req = crate::request::ShareRequest {
+                identity_reference: &job.identity_reference,
+                email,
+                mobile_number,
+                provider: crate::request::Provider {
+                    vendor,
+                    token: token.expose(),
+                },
+            };
+            let mut body = Vec::with_capacity(512);
+            req.write_body(&mut body);
+            let reply = ctx.client.send(Bytes::from(body)).await;
+            Attempt::Banxa(reply, Some(token))
+        }
+    }
+}
+
 async fn process(job: Job, ctx: &Ctx) {
     let mut attempts: u32 = 0;
+    let mut sent: u32 = 0;
     loop {
         let slot = tokio::select! {
             biased;
@@ -250,16 +338,64 @@ async fn process(job: Job, ctx: &Ctx) {
             return;
         }
         attempts += 1;
-        let reply = ctx.client.send(job.body.clone()).await;
+        // Service time: from the rate limiter's grant to the answer (a mint
+        // round trip included), for `--concurrency auto`.
+        let started = std::time::Instant::now();
+        let result = attempt(&job, ctx).await;
         drop(slot);
-        ctx.cfg.slots.observe(reply.latency);
-        ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
-        let decision = policy::decide(
-            &reply.answer,
-            attempts,
-            ctx.cfg.max_attempts,
-            rand::random::<f64>(),
-        );
+        ctx.cfg.slots.observe(started.elapsed());
+        let (decision, reply, token) = match result {
+            Attempt::Banxa(reply, token) => {
+                sent += 1;
+                ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
+                let d = policy::decide(
+                    &reply.answer,
+                    attempts,
+                    ctx.cfg.max_attempts,
+                    rand::random::<f64>(),
+                );
+                (d, reply, token)
+            }
+            Attempt::MintFailed(MintFailure::Unauthorized(message)) => {
+                ctx.abort.trigger(AbortReason::Unauthorized(format!(
+                    "Sumsub answered 401 (record {}): {message}; check SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY",
+                    job.record
+                )));
+                return;
+            }
+            Attempt::MintFailed(MintFailure::Rejected(status, message)) => {
+                let reply = Reply {
+                    answer: policy::Answer::Http {
+                        status,
+                        retry_after: None,
+                    },
+                    trace_id: String::new(),
+                    message,
+                    errors: String::new(),
+                    latency: started.elapsed(),
+                };
+                let mut f = final_of(&job, Outcome::Rejected, sent, attempts, reply, None);
+                f.http_status = None;
+                let _ = ctx.out.send(OutMsg::Final(f)).await;
+                return;
+            }
+            Attempt::MintFailed(MintFailure::Retry(answer, message)) => {
+                let d = policy::decide(
+                    &answer,
+                    attempts,
+                    ctx.cfg.max_attempts,
+                    rand::random::<f64>(),
+                );
+                let reply = Reply {
+                    answer: policy::Answer::Transport,
+                    trace_id: String::new(),
+                    message,
+                    errors: String::new(),
+                    latency: started.elapsed(),
+                };
+                (d, reply, None)
+            }
+        };
         tracing::debug!(
             record = job.record,
             identity_reference = %job.identity_reference,
@@ -271,7 +407,7 @@ async fn process(job: Job, ctx: &Ctx) {
         );
         match decision {
             Decision::Final(outcome) => {
-                let f = final_of(&job, outcome, attempts, reply);
+                let f = final_of(&job, outcome, sent, attempts, reply, token.as_ref());
                 // The output stage outlives the dispatcher; a closed channel
                 // means the run is already being torn down.
                 let _ = ctx.out.send(OutMsg::Final(f)).await;
@@ -296,7 +432,14 @@ async fn process(job: Job, ctx: &Ctx) {
     }
 }
 
-fn final_of(job: &Job, outcome: Outcome, attempts: u32, reply: Reply) -> Final {
+fn final_of(
+    job: &Job,
+    outcome: Outcome,
+    attempts: u32,
+    tries: u32,
+    reply: Reply,
+    token: Option<&crate::secret::Secret>,
+) -> Final {
     let mut message = if reply.message.is_empty() {
         match (outcome, reply.status()) {
             (Outcome::Failed, None) => reply.message.clone(),
@@ -307,10 +450,11 @@ fn final_of(job: &Job, outcome: Outcome, attempts: u32, reply: Reply) -> Final {
         reply.message.clone()
     };
     if outcome == Outcome::Failed {
-        message = format!("gave up after {attempts} attempts: {message}");
+        message = format!("gave up after {tries} attempts: {message}");
     }
     let mut errors = reply.errors.clone();
-    for p in &job.private {
+    let minted = token.map(|t| t.expose().to_string());
+    for p in job.private.iter().chain(minted.iter()) {
         if !p.is_empty() {
             message = message.replace(p.as_str(), "***");
             errors = errors.replace(p.as_str(), "***");
@@ -326,7 +470,7 @@ fn final_of(job: &Job, outcome: Outcome, attempts: u32, reply: Reply) -> Final {
         trace_id: reply.trace_id,
         message,
         errors,
-        latency_ms: Some(reply.latency.as_millis() as u64),
+        latency_ms: (attempts > 0).then_some(reply.latency.as_millis() as u64),
         completed_at: SystemTime::now(),
         raw: (outcome == Outcome::Failed).then(|| job.raw.clone()),
         fingerprint: job.fingerprint,
