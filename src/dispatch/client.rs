@@ -130,7 +130,12 @@ impl BanxaClient {
 }
 
 fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
-    let (answer, message) = if e.is_timeout() {
+    let (answer, message) = if let Some(why) = certificate_error(e) {
+        (
+            Answer::Untrusted,
+            format!("the server's TLS certificate is not trusted: {why}"),
+        )
+    } else if e.is_timeout() {
         (Answer::Timeout, "no answer within the timeout".to_string())
     } else if e.is_connect() {
         (
@@ -150,6 +155,37 @@ fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
         errors: String::new(),
         latency,
     }
+}
+
+/// The rustls certificate error behind a failed request, if that is what
+/// it is (unknown issuer, name mismatch, expired, no certificate). rustls
+/// reaches us wrapped in an `io::Error`, whose `source()` skips it.
+fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use tokio_rustls::rustls::Error as TlsError;
+    let is_cert = |t: &TlsError| {
+        matches!(
+            t,
+            TlsError::InvalidCertificate(_)
+                | TlsError::NoCertificatesPresented
+                | TlsError::UnsupportedNameType
+        )
+    };
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<TlsError>() {
+            return is_cert(t).then(|| t.to_string());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(t) = inner.downcast_ref::<TlsError>() {
+                return is_cert(t).then(|| t.to_string());
+            }
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// The innermost cause of an error, which is the one that explains it
