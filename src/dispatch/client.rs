@@ -159,31 +159,28 @@ fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
 
 /// The rustls certificate error behind a failed request, if that is what
 /// it is (unknown issuer, name mismatch, expired, no certificate). rustls
-/// reaches us wrapped in an `io::Error`, whose `source()` skips it.
+/// reaches us wrapped in `io::Error`s (nested), whose `source()` skips
+/// what they wrap: look inside them too.
 fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     use tokio_rustls::rustls::Error as TlsError;
-    let is_cert = |t: &TlsError| {
-        matches!(
-            t,
-            TlsError::InvalidCertificate(_)
-                | TlsError::NoCertificatesPresented
-                | TlsError::UnsupportedNameType
-        )
-    };
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(t) = err.downcast_ref::<TlsError>() {
-            return is_cert(t).then(|| t.to_string());
+            let is_cert = matches!(
+                t,
+                TlsError::InvalidCertificate(_)
+                    | TlsError::NoCertificatesPresented
+                    | TlsError::UnsupportedNameType
+            );
+            return is_cert.then(|| t.to_string());
         }
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(t) = inner.downcast_ref::<TlsError>() {
-                return is_cert(t).then(|| t.to_string());
-            }
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => std::error::Error::source(io),
+            },
+            None => err.source(),
+        };
     }
     None
 }
