@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 fn main() {
-    let path = std::env::args().nth(1).expect("usage: rate_check RECORD.jsonl");
+    let path = std::env::args()
+        .nth(1)
+        .expect("usage: rate_check RECORD.jsonl");
     let text = std::fs::read_to_string(&path).expect("read the record file");
     let mut t: Vec<u64> = Vec::new();
     let mut status: BTreeMap<u64, u64> = BTreeMap::new();
@@ -37,7 +39,11 @@ fn main() {
     };
     println!("requests:        {n}");
     println!("span:            {span:.3} s");
-    println!("achieved rate:   {:.3}/s ({:.1}/min)", (n - 1) as f64 / span, (n - 1) as f64 / span * 60.0);
+    println!(
+        "achieved rate:   {:.3}/s ({:.1}/min)",
+        (n - 1) as f64 / span,
+        (n - 1) as f64 / span * 60.0
+    );
     println!("most in any 1 s: {}", most(1_000_000));
     println!("most in any 60 s: {}", most(60_000_000));
     println!("by status:       {status:?}");

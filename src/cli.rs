@@ -224,8 +224,9 @@ pub struct RunArgs {
     /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
-    /// Trust this CA certificate (PEM) in addition to the system's, e.g. a
-    /// private CA in front of a proxy.
+    /// Trust this CA certificate (PEM) in addition to the built-in public
+    /// roots, e.g. a private CA in front of a proxy. An untrusted server
+    /// certificate stops the run at once (exit 3, resumable).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
     /// Nightly reconciliation: a SQLite ledger of what Banxa accepted. Rows

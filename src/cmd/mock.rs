@@ -9,7 +9,8 @@
 //!               [--sumsub-app-token TOKEN] [--sumsub-secret-file FILE]
 //!               [--check-tokens] [--consume-token-on-fault]
 //!               [--sumsub-fail-rate P] [--sumsub-latency MS]
-//!               [--sumsub-forbidden-client ID]
+//!               [--sumsub-forbidden-client ID] [--latency-jitter MS]
+//!               [--tls-cert FILE --tls-key FILE]
 //! ```
 //!
 //! This module is wiring only: flags to [`MockConfig`], start, print the
@@ -132,6 +133,20 @@ pub struct MockArgs {
     /// client the applicant's data may not be shared with).
     #[arg(long, value_name = "ID")]
     pub sumsub_forbidden_client: Option<String>,
+
+    /// A random extra delay added to every Banxa answer, uniform between 0
+    /// and this (milliseconds, or with a unit), on top of --latency.
+    #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
+    pub latency_jitter: Duration,
+
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    /// Clients trust a private CA with `kycshare run --ca-cert FILE`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `--rate-limit`: requests per minute, or off.
@@ -191,6 +206,15 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
     let mut config = MockConfig::new(api_key, api_secret);
     config.rate_limit_per_min = args.rate_limit.0;
     config.latency = args.latency;
+    config.latency_jitter = args.latency_jitter;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+        config.tls = Some(crate::mock::TlsPem {
+            cert_chain: read(cert)?,
+            key: read(key)?,
+        });
+    }
     config.fail_rate = args.fail_rate;
     config.reset_rate = args.reset_rate;
     config.hang_rate = args.hang_rate;
@@ -235,12 +259,17 @@ pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
         || config.hang_rate > 0.0
         || config.sumsub_fail_rate > 0.0;
     let sumsub = config.sumsub_app_token.is_some();
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = MockServer::start(args.listen, config)
         .await
         .context("cannot start the emulator")?;
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "listening on http://{}", server.addr())?;
+        writeln!(stdout, "listening on {scheme}://{}", server.addr())?;
         stdout.flush()?;
     }
     if random_faults && args.seed.is_none() {

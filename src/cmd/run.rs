@@ -438,6 +438,10 @@ fn next_steps(s: &mut Summary, plan: &RunPlan, aborted: Option<&AbortReason>) {
             "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET: wrong, or revoked?), then continue with: kycshare run {input} --base-url {} --resume",
             plan.base_url
         )),
+        Some(AbortReason::Untrusted(_)) => s.next_steps.push(format!(
+            "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), pass that CA with --ca-cert FILE (PEM); then continue with: kycshare run {input} --base-url {} --resume",
+            plan.base_url, plan.base_url
+        )),
         Some(AbortReason::Storage(_)) => s.next_steps.push(format!(
             "free space or fix {} (see the error above), then continue with: kycshare run {input} --base-url {} --resume",
             plan.results.display(),

@@ -130,7 +130,12 @@ impl BanxaClient {
 }
 
 fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
-    let (answer, message) = if e.is_timeout() {
+    let (answer, message) = if let Some(why) = certificate_error(e) {
+        (
+            Answer::Untrusted,
+            format!("the server's TLS certificate is not trusted: {why}"),
+        )
+    } else if e.is_timeout() {
         (Answer::Timeout, "no answer within the timeout".to_string())
     } else if e.is_connect() {
         (
@@ -150,6 +155,34 @@ fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
         errors: String::new(),
         latency,
     }
+}
+
+/// The rustls certificate error behind a failed request, if that is what
+/// it is (unknown issuer, name mismatch, expired, no certificate). rustls
+/// reaches us wrapped in `io::Error`s (nested), whose `source()` skips
+/// what they wrap: look inside them too.
+fn certificate_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use tokio_rustls::rustls::Error as TlsError;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<TlsError>() {
+            let is_cert = matches!(
+                t,
+                TlsError::InvalidCertificate(_)
+                    | TlsError::NoCertificatesPresented
+                    | TlsError::UnsupportedNameType
+            );
+            return is_cert.then(|| t.to_string());
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => std::error::Error::source(io),
+            },
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// The innermost cause of an error, which is the one that explains it

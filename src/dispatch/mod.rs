@@ -121,6 +121,8 @@ pub enum AbortReason {
     Signal(String),
     Storage(String),
     Input(String),
+    /// The server's TLS certificate is not trusted.
+    Untrusted(String),
 }
 
 impl std::fmt::Display for AbortReason {
@@ -133,6 +135,7 @@ impl std::fmt::Display for AbortReason {
             ),
             AbortReason::Storage(m) => write!(f, "cannot write the results: {m}"),
             AbortReason::Input(m) => write!(f, "input error: {m}"),
+            AbortReason::Untrusted(m) => write!(f, "{m}"),
         }
     }
 }
@@ -417,6 +420,13 @@ async fn process(job: Job, ctx: &Ctx) {
                 ctx.abort.trigger(AbortReason::Unauthorized(format!(
                     "Banxa answered 401 Unauthenticated (record {}): the API key or secret is wrong or revoked",
                     job.record
+                )));
+                return;
+            }
+            Decision::Untrusted => {
+                ctx.abort.trigger(AbortReason::Untrusted(format!(
+                    "{} (record {}): nothing was sent over this connection",
+                    reply.message, job.record
                 )));
                 return;
             }

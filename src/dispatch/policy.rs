@@ -22,6 +22,9 @@ pub enum Answer {
     Timeout,
     /// Could not connect, or the connection broke before an answer.
     Transport,
+    /// The server's TLS certificate is not trusted (unknown issuer, wrong
+    /// name, expired): a configuration problem that retrying cannot fix.
+    Untrusted,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,8 @@ pub enum Decision {
     Retry(Duration),
     /// Credentials refused (401): stop sending at once.
     Unauthorized,
+    /// The server's certificate is not trusted: stop sending at once.
+    Untrusted,
 }
 
 /// True for answers worth retrying: 408, 425, 429, 5xx, timeouts and
@@ -40,6 +45,7 @@ pub fn retryable(answer: &Answer) -> bool {
     match answer {
         Answer::Http { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
         Answer::Timeout | Answer::Transport => true,
+        Answer::Untrusted => false,
     }
 }
 
@@ -51,6 +57,7 @@ pub fn decide(answer: &Answer, attempt: u32, max_attempts: u32, jitter: f64) -> 
             status: 200..=299, ..
         } => Decision::Final(Outcome::Accepted),
         Answer::Http { status: 401, .. } => Decision::Unauthorized,
+        Answer::Untrusted => Decision::Untrusted,
         a if retryable(a) => {
             if attempt >= max_attempts {
                 return Decision::Final(Outcome::Failed);
@@ -131,6 +138,7 @@ mod tests {
             decide(&Answer::Transport, 3, 3, 0.5),
             Decision::Final(Outcome::Failed)
         );
+        assert_eq!(decide(&Answer::Untrusted, 1, 5, 0.5), Decision::Untrusted);
     }
 
     #[test]

@@ -59,7 +59,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -101,6 +101,9 @@ pub struct MockConfig {
     pub fail_rate: f64,
     /// Added to every Banxa answer (Sumsub's get `sumsub_latency`).
     pub latency: Duration,
+    /// A random extra delay, uniform in `[0, latency_jitter)`, added to
+    /// every Banxa answer on top of `latency` (from the seeded RNG).
+    pub latency_jitter: Duration,
     /// Probability of dropping the connection without an answer.
     pub reset_rate: f64,
     /// Probability of never answering.
@@ -139,6 +142,50 @@ pub struct MockConfig {
     /// Share requests with this `forClientId` get 403 from Sumsub (the
     /// client is not allowed to receive this applicant's data).
     pub sumsub_forbidden_client: Option<String>,
+    /// Serve HTTPS with this certificate chain and private key (both PEM);
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsPem>,
+}
+
+/// A server certificate chain and its private key, both PEM.
+#[derive(Clone)]
+pub struct TlsPem {
+    pub cert_chain: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsPem { key: *** }")
+    }
+}
+
+impl TlsPem {
+    /// A TLS acceptor (rustls, ring) for this certificate and key.
+    fn acceptor(&self) -> io::Result<tokio_rustls::TlsAcceptor> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let bad = |what: &str, e: &dyn std::fmt::Display| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("TLS {what}: {e}"))
+        };
+        let certs = CertificateDer::pem_slice_iter(&self.cert_chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad("certificate is not PEM", &e))?;
+        if certs.is_empty() {
+            return Err(bad("certificate", &"no CERTIFICATE block in the PEM"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| bad("private key is not PEM", &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("configuration", &e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("certificate and key", &e))?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl MockConfig {
@@ -150,6 +197,7 @@ impl MockConfig {
             rate_window: Duration::from_secs(60),
             fail_rate: 0.0,
             latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
             reset_rate: 0.0,
             hang_rate: 0.0,
             fail_first: 0,
@@ -165,6 +213,7 @@ impl MockConfig {
             sumsub_fail_rate: 0.0,
             sumsub_latency: Duration::ZERO,
             sumsub_forbidden_client: None,
+            tls: None,
         }
     }
 
@@ -225,6 +274,8 @@ struct State {
     /// `--sumsub-fail-rate`'s own RNG, so Sumsub faults do not shift the
     /// sequence of Banxa's.
     sumsub_rng: StdRng,
+    /// The latency jitter's own RNG, likewise.
+    jitter_rng: StdRng,
 }
 
 #[derive(Debug)]
@@ -308,6 +359,7 @@ impl MockServer {
     /// Binds `listen` (port 0 picks one) and serves in the background.
     pub async fn start(listen: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
         config.check()?;
+        let tls = config.tls.as_ref().map(TlsPem::acceptor).transpose()?;
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
         let listener = TcpListener::bind(listen)
             .await
@@ -329,6 +381,7 @@ impl MockServer {
             faults: Faults::new(rates, seed),
             tokens: TokenBook::default(),
             sumsub_rng: StdRng::seed_from_u64(seed ^ 0x5375_6d73_7562),
+            jitter_rng: StdRng::seed_from_u64(seed ^ 0x6a69_7474_6572),
         };
         let sumsub_verifier = match (&config.sumsub_app_token, &config.sumsub_secret) {
             (Some(token), Some(secret)) if !token.is_empty() && !secret.is_empty() => {
@@ -351,7 +404,7 @@ impl MockServer {
             peak_in_flight: AtomicU64::new(0),
             shutdown: rx,
         });
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let task = tokio::spawn(accept_loop(listener, tls, Arc::clone(&shared)));
         Ok(MockServer {
             addr,
             seed,
@@ -366,15 +419,20 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://IP:PORT`; an unspecified bind address (0.0.0.0) gives the
-    /// loopback one.
+    /// `http://IP:PORT` (`https://` when serving TLS); an unspecified bind
+    /// address (0.0.0.0) gives the loopback one.
     pub fn base_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        let scheme = if self.shared.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
     /// The seed of the fault RNG (given or picked).
@@ -413,13 +471,37 @@ impl Drop for MockServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                    let _ = stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    match &tls {
+                        None => {
+                            connections.spawn(serve_connection(stream, shared));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            connections.spawn(async move {
+                                // A client that refuses our certificate (or
+                                // never finishes the handshake) is dropped.
+                                let handshake = tokio::time::timeout(
+                                    Duration::from_secs(10),
+                                    acceptor.accept(stream),
+                                );
+                                if let Ok(Ok(tls_stream)) = handshake.await {
+                                    serve_connection(tls_stream, shared).await;
+                                }
+                            });
+                        }
+                    }
                 }
                 // Out of descriptors and the like: back off, do not spin.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -434,8 +516,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     connections.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let handler = Arc::clone(&shared);
     let service = service_fn(move |req| {
         let shared = Arc::clone(&handler);
@@ -662,9 +746,15 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
             Err(Dropped)
         }
         action => {
-            if !shared.config.latency.is_zero() {
+            let mut delay = shared.config.latency;
+            let jitter = shared.config.latency_jitter;
+            if !jitter.is_zero() {
+                let f: f64 = shared.lock().jitter_rng.random();
+                delay += jitter.mul_f64(f);
+            }
+            if !delay.is_zero() {
                 tokio::select! {
-                    _ = tokio::time::sleep(shared.config.latency) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shared.shutting_down() => {}
                 }
             }

@@ -128,14 +128,22 @@ impl ResultsWriter {
     }
 
     /// Opens an existing results file for appending (after `--resume` has
-    /// read and, if needed, truncated it).
+    /// read and, if needed, truncated it). An empty file (a run killed
+    /// before its header was complete) gets the header first.
     pub fn append(path: &Path) -> Result<ResultsWriter, OutputError> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)
             .map_err(|e| OutputError::io(path, e))?;
         set_private(path)?;
-        Self::from_file(path, file)
+        let empty = file.metadata().map_err(|e| OutputError::io(path, e))?.len() == 0;
+        let mut w = Self::from_file(path, file)?;
+        if empty {
+            w.w.write_record(HEADER.split(','))
+                .map_err(|e| OutputError::io(path, e.into()))?;
+            w.flush_row()?;
+        }
+        Ok(w)
     }
 
     fn from_file(path: &Path, file: File) -> Result<ResultsWriter, OutputError> {

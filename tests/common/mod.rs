@@ -177,3 +177,106 @@ pub fn record_lines(path: &Path) -> Vec<Rec> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+// ---- helpers for the hardening tests --------------------------------------
+
+/// Lines (LF-terminated) in a file; 0 when it does not exist yet.
+pub fn count_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// Sends `sig` to a child process (kill(2)).
+pub fn signal(child: &std::process::Child, sig: i32) {
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({}, {sig})", child.id());
+}
+
+/// Polls `cond` every 2 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Waits for a child to exit, at most `limit` (then kills it and panics).
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(limit, || {
+        status = child.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    match status {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child did not exit within {limit:?}");
+        }
+    }
+}
+
+/// Record numbers in the results file, with how often each appears.
+pub fn record_counts(path: &Path) -> std::collections::BTreeMap<u64, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in results(path) {
+        *m.entry(r["record"].parse::<u64>().unwrap()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts every record 1..=n has exactly one row in the results file.
+pub fn assert_one_row_per_record(path: &Path, n: u64) {
+    let counts = record_counts(path);
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "records with more than one row: {twice:?}"
+    );
+    let missing: Vec<u64> = (1..=n).filter(|r| !counts.contains_key(r)).collect();
+    assert!(missing.is_empty(), "records with no row: {missing:?}");
+    assert_eq!(counts.len() as u64, n, "rows for records beyond the input");
+}
+
+/// identityReferences with `outcome` in the results file.
+pub fn ids_with_outcome(path: &Path, outcome: &str) -> std::collections::BTreeSet<String> {
+    results(path)
+        .into_iter()
+        .filter(|r| r["outcome"] == outcome)
+        .map(|r| r["identityReference"].clone())
+        .collect()
+}
+
+/// identityReferences the emulator answered 202, per its --record file.
+pub fn emulator_accepted(record: &Path) -> std::collections::BTreeSet<String> {
+    record_lines(record)
+        .into_iter()
+        .filter(|r| r.status == 202)
+        .filter_map(|r| r.identity_reference)
+        .collect()
+}
+
+/// How many identityReferences reached the emulator more than once, and
+/// the total of the extra sends.
+pub fn double_sends(record: &Path) -> (usize, usize) {
+    let mut per: HashMap<String, usize> = HashMap::new();
+    for r in record_lines(record) {
+        if let Some(id) = r.identity_reference {
+            *per.entry(id).or_insert(0) += 1;
+        }
+    }
+    let ids = per.values().filter(|n| **n > 1).count();
+    let extra = per.values().map(|n| n.saturating_sub(1)).sum();
+    (ids, extra)
+}
