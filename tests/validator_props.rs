@@ -66,6 +66,33 @@ proptest! {
     }
 
     #[test]
+    fn the_email_fast_path_accepts_only_what_the_full_check_accepts(
+        s in prop_oneof![valid_email(), "[a-z.@+-]{1,30}", "[ -~]{0,40}", any::<String>()]
+    ) {
+        if is_plain_email(&s) {
+            prop_assert!(check_email_full(&s).is_ok(), "{}", s);
+        }
+    }
+
+    #[test]
+    fn the_fast_body_is_byte_for_byte_serde_json(
+        id in prop_oneof!["[ -~]{0,20}", any::<String>()],
+        email in prop_oneof![valid_email(), "[ -~]{0,30}", any::<String>()],
+        mobile in "[0-9]{0,16}",
+        token in prop_oneof!["[!-~]{0,300}", any::<String>()],
+    ) {
+        let req = kycshare::request::ShareRequest {
+            identity_reference: &id,
+            email: &email,
+            mobile_number: &mobile,
+            provider: kycshare::request::Provider { vendor: "sumsub", token: &token },
+        };
+        let mut fast = Vec::new();
+        req.write_body(&mut fast);
+        prop_assert_eq!(fast, serde_json::to_vec(&req).unwrap());
+    }
+
+    #[test]
     fn mobile_normalisation_is_idempotent(mobile in valid_mobile()) {
         let mut once = String::new();
         normalize_mobile(&mobile, &mut once).unwrap();

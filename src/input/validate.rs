@@ -39,7 +39,53 @@ pub fn check_identity_reference(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The common case, decided quickly: an ASCII dot-atom address
+/// (`local@dom.ain`, RFC 5322 atext atoms and LDH domain labels, at least
+/// two). Everything it accepts the full check accepts too (a property test
+/// holds it to that); anything else goes to the full check.
+pub fn is_plain_email(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() > MAX_EMAIL_CHARS {
+        return false;
+    }
+    let Some(at) = memchr::memrchr(b'@', b) else {
+        return false;
+    };
+    let (local, domain) = (&b[..at], &b[at + 1..]);
+    if local.is_empty() || local.len() > 64 || domain.len() > 253 {
+        return false;
+    }
+    let atext = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&c);
+    if !local
+        .split(|c| *c == b'.')
+        .all(|a| !a.is_empty() && a.iter().all(|c| atext(*c)))
+    {
+        return false;
+    }
+    let mut labels = 0;
+    for l in domain.split(|c| *c == b'.') {
+        labels += 1;
+        if l.is_empty()
+            || l.len() > 63
+            || l[0] == b'-'
+            || l[l.len() - 1] == b'-'
+            || !l.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        {
+            return false;
+        }
+    }
+    labels >= 2
+}
+
 pub fn check_email(s: &str) -> Result<(), String> {
+    if is_plain_email(s) {
+        return Ok(());
+    }
+    check_email_full(s)
+}
+
+/// The full check, with a specific reason for each failure.
+pub fn check_email_full(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("email: missing".into());
     }
@@ -220,6 +266,11 @@ mod tests {
             .contains("whitespace"));
         assert!(check_email("jane@x..com").is_err());
         assert!(check_email("Jane <jane@x.com>").is_err());
+        assert!(is_plain_email("a.b+c@x-y.example.com"));
+        assert!(!is_plain_email("a..b@x.com"));
+        assert!(!is_plain_email("a@-x.com"));
+        assert!(!is_plain_email("a@x"));
+        assert!(!is_plain_email("\"q\"@x.com"));
     }
 
     #[test]
