@@ -129,7 +129,12 @@ Examples:
   kycshare run export.csv --base-url https://api.banxa-sandbox.com
   kycshare run export.csv --base-url https://api.banxa.com --resume
   kycshare run export.retry.csv --base-url https://api.banxa.com
-  kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)";
+  kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
+  kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
+  kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force  (nightly)
+
+Files: export.results.csv (one row per record, the journal), export.retry.csv
+(failed rows, input columns). See docs/running-a-migration.md.";
 
 const DEMO_ABOUT: &str = "\
 Runs the real import end to end on the embedded emulator: starts a local Banxa

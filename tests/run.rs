@@ -478,3 +478,24 @@ fn a_429_retry_after_is_respected() {
     assert!(rows.iter().all(|r| r["outcome"] == "accepted"));
     assert!(rows.iter().any(|r| r["attempts"] != "1"));
 }
+
+#[test]
+fn a_dry_run_then_the_run_just_works_and_is_never_mistaken_for_a_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "e.csv", "d", 8);
+    let res = dir.path().join("e.results.csv");
+    assert_eq!(code(&run(bin().arg("validate").arg(&input))), 0);
+    assert!(results(&res).iter().all(|r| r["outcome"] == "validated"));
+    let emu = Emu::start(|_| {});
+    // --resume on a dry run's results must not skip the validated rows.
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "200/s", "--resume"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(emu.stats().by_status.get("202"), Some(&8));
+    assert!(results(&res).iter().all(|r| r["outcome"] == "accepted"));
+    // And a plain run after a dry run replaces its results.
+    let input2 = export(dir.path(), "f.csv", "d2", 3);
+    assert_eq!(code(&run(bin().arg("validate").arg(&input2))), 0);
+    let out = run(run_cmd(&input2, &emu.url).args(["--rate", "200/s"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(results(&dir.path().join("f.results.csv")).len(), 3);
+}

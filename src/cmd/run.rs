@@ -219,14 +219,22 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
                 "discarded a last line cut short in the results file; its record is sent again"
             );
         }
-        Some(p)
+        // A dry run's results (validate) are not a journal: nothing was
+        // sent, so there is nothing to resume; the run starts afresh.
+        if p.rows > 0 && p.only_dry_run() && p.count(Outcome::Validated) > 0 {
+            tracing::info!("the results file holds a dry run's rows: starting afresh");
+            None
+        } else {
+            Some(p)
+        }
     } else {
         None
     };
     let writer = if prior.is_some() {
         ResultsWriter::append(&plan.results)?
     } else {
-        let replace = check_existing_results(&plan.results, plan.force, false)?;
+        // A dry run's results may be replaced: nothing was sent.
+        let replace = check_existing_results(&plan.results, plan.force || plan.resume, true)?;
         ResultsWriter::create(&plan.results, replace)?
     };
     let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;
