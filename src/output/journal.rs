@@ -172,7 +172,7 @@ impl Journal {
                     }
                     self.progress.inc(1);
                     n += 1;
-                    if n.is_multiple_of(256) {
+                    if n.is_multiple_of(16) {
                         self.progress.show_counts(&self.counts);
                     }
                 }

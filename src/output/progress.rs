@@ -9,6 +9,24 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Counts, Outcome};
 
+/// Records done of total, rate, ETA, and the message (outcome tallies).
+fn style(with_total: bool) -> ProgressStyle {
+    let template = if with_total {
+        "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} {rate} ETA {eta} {msg}"
+    } else {
+        "{spinner} {elapsed_precise} {human_pos} records {rate} {msg}"
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", s.per_sec());
+            },
+        )
+        .progress_chars("=> ")
+}
+
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -21,16 +39,7 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
-        let template = if total.is_some() {
-            "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} {per_sec} ETA {eta} {msg}"
-        } else {
-            "{spinner} {elapsed_precise} {human_pos} records {per_sec} {msg}"
-        };
-        bar.set_style(
-            ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
+        bar.set_style(style(total.is_some()));
         bar.enable_steady_tick(Duration::from_millis(250));
         Progress { bar: Some(bar) }
     }
@@ -42,13 +51,7 @@ impl Progress {
     pub fn set_total(&self, total: u64) {
         if let Some(b) = &self.bar {
             b.set_length(total);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} {per_sec} ETA {eta} {msg}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
+            b.set_style(style(true));
         }
     }
 
