@@ -138,7 +138,7 @@ fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending
     {
         let emu = Emu::start(|c| c.record = Some(rec1.clone()));
         let mut child = run_cmd(&input, &emu.url)
-            .args(["--rate", "100/s", "--ledger"])
+            .args(["--rate", "100/s", "--concurrency", "4", "--ledger"])
             .arg(&ledger)
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -183,7 +183,11 @@ fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending
     // Nothing journaled as accepted is sent again; at most the requests in
     // flight at the kill (accepted by Banxa, never journaled) are.
     assert!(resent.is_disjoint(&journaled_accepted), "{resent:?}");
-    assert!(resent.len() <= 4, "{} re-sent", resent.len());
+    assert!(
+        resent.len() <= 4,
+        "{} re-sent, more than the 4 in flight",
+        resent.len()
+    );
     let all: BTreeSet<String> = accepted_by_banxa.union(&sent_ids(&rec2)).cloned().collect();
     assert_eq!(all.len(), 400);
 }

@@ -128,21 +128,13 @@ impl Journal {
                         latency_ms: f.latency_ms,
                         completed_at: f.completed_at,
                     };
-                    let mut res = self.writer.write_buffered(&row);
-                    if res.is_ok() {
-                        if f.attempts > 0 || unflushed && n.is_multiple_of(4096) {
-                            res = self.writer.flush_row();
-                            unflushed = false;
-                        } else {
-                            unflushed = true;
-                        }
-                    }
-                    if res.is_ok() {
-                        if let Some(raw) = &f.raw {
-                            res = self.retry.push(raw);
-                        }
-                    }
-                    if res.is_ok() && f.attempts > 0 {
+                    // The ledger first: when nothing else is waiting (a
+                    // nightly run's pace) its commit lands before the
+                    // journal row, so no kill can leave an accepted row
+                    // journaled but unknown to the ledger. Under load the
+                    // update joins a batch (at most 64).
+                    let mut res = Ok(());
+                    if f.attempts > 0 {
                         if let (Some(l), Some(fp)) = (&mut self.ledger, f.fingerprint) {
                             res = l
                                 .record(crate::ledger::Update {
@@ -155,6 +147,25 @@ impl Journal {
                                     at: f.completed_at,
                                 })
                                 .map_err(ledger_error);
+                            if res.is_ok() && rx.is_empty() {
+                                res = l.flush().map_err(ledger_error);
+                            }
+                        }
+                    }
+                    if res.is_ok() {
+                        res = self.writer.write_buffered(&row);
+                    }
+                    if res.is_ok() {
+                        if f.attempts > 0 || unflushed && n.is_multiple_of(4096) {
+                            res = self.writer.flush_row();
+                            unflushed = false;
+                        } else {
+                            unflushed = true;
+                        }
+                    }
+                    if res.is_ok() {
+                        if let Some(raw) = &f.raw {
+                            res = self.retry.push(raw);
                         }
                     }
                     if let Err(e) = res {
