@@ -467,3 +467,24 @@ fn a_dry_run_then_the_run_just_works_and_is_never_mistaken_for_a_journal() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(results(&dir.path().join("f.results.csv")).len(), 3);
 }
+
+#[test]
+fn an_input_cut_short_stops_the_run_with_exit_3_and_keeps_what_was_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let gz = std::fs::read(fixture("sample.csv.gz")).unwrap();
+    let input = dir.path().join("cut.csv.gz");
+    std::fs::write(&input, &gz[..gz.len() / 2]).unwrap();
+    let emu = Emu::start(|_| {});
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "1000/s"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("read error near line"), "{err}");
+    assert!(err.contains("re-export or repair"), "{err}");
+    let rows = results(&dir.path().join("cut.results.csv"));
+    assert!(!rows.is_empty() && rows.len() < 200);
+    let accepted = rows.iter().filter(|r| r["outcome"] == "accepted").count() as u64;
+    assert_eq!(
+        emu.stats().by_status.get("202").copied().unwrap_or(0),
+        accepted
+    );
+}

@@ -455,6 +455,11 @@ fn next_steps(s: &mut Summary, plan: &RunPlan, aborted: Option<&AbortReason>) {
             plan.results.display(),
             plan.base_url
         )),
+        Some(AbortReason::Input(_)) => s.next_steps.push(format!(
+            "the input could not be read to the end (see above): re-export or repair it; the records already in {} are kept, and kycshare run {input} --base-url {} --resume sends the rest",
+            plan.results.display(),
+            plan.base_url
+        )),
         Some(_) => s.next_steps.push(format!(
             "{} record(s) not sent yet; continue with: kycshare run {input} --base-url {} --resume",
             s.pending, plan.base_url
