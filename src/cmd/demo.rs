@@ -102,7 +102,6 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
                 max_idle_per_host: 64,
             },
             progress: !ctx.quiet,
-            on_final: None,
             ledger: None,
             metrics: None,
             mint: args.mint.then(|| crate::cmd::run::MintPlan {

@@ -27,7 +27,7 @@ use crate::dispatch::{
     self, Abort, AbortReason, DispatchConfig, DispatchStats, Job, OutMsg, Payload,
 };
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
-use crate::output::journal::{self, Journal, OnFinal};
+use crate::output::journal::{self, Journal};
 use crate::output::progress::Progress;
 use crate::output::results::{read_prior, Prior};
 use crate::output::retry::RetryWriter;
@@ -51,7 +51,6 @@ pub struct RunPlan {
     pub timeout: Duration,
     pub http: HttpOptions,
     pub progress: bool,
-    pub on_final: Option<OnFinal>,
     pub ledger: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
     pub mint: Option<MintPlan>,
@@ -145,7 +144,6 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
             max_idle_per_host: 64,
         },
         progress: !ctx.quiet,
-        on_final: None,
         ledger: args.ledger.clone(),
         metrics: args.metrics_file.clone(),
         mint,
@@ -292,7 +290,6 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         counts: counts.clone(),
         progress: progress.clone(),
         abort: abort.clone(),
-        on_final: plan.on_final.take(),
         ledger,
     };
     let journal_thread = std::thread::Builder::new()
@@ -313,7 +310,6 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
     let reader = {
         let out = out_tx.clone();
         let abort = abort.clone();
-        let progress = progress.clone();
         std::thread::Builder::new()
             .name("reader".into())
             .spawn(move || {
@@ -324,7 +320,6 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
                     &jobs_tx,
                     &out,
                     &abort,
-                    &progress,
                 )
             })
             .context("cannot start the reader thread")?
@@ -514,7 +509,6 @@ fn read_jobs(
     jobs: &mpsc::Sender<Job>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
-    progress: &Progress,
 ) -> Result<ReadReport, crate::input::InputError> {
     let mut report = ReadReport::default();
     let mut body = Vec::with_capacity(512);
@@ -618,7 +612,6 @@ fn read_jobs(
             break;
         }
     }
-    let _ = progress;
     Ok(report)
 }
 

@@ -17,9 +17,6 @@ use super::summary::Reasons;
 use super::{Counts, Outcome, OutputError, ResultRow, ResultsWriter};
 use crate::dispatch::{Abort, AbortReason, Final, OutMsg};
 
-/// Called with every outcome journaled (the ledger hooks in here).
-pub type OnFinal = Box<dyn FnMut(&Final) + Send>;
-
 /// What the journal thread reports at the end.
 #[derive(Debug, Default)]
 pub struct JournalReport {
@@ -40,7 +37,6 @@ pub struct Journal {
     pub counts: Arc<Counts>,
     pub progress: Progress,
     pub abort: Abort,
-    pub on_final: Option<OnFinal>,
     /// With `--ledger`: every sent outcome is recorded (batched).
     pub ledger: Option<crate::ledger::Ledger>,
 }
@@ -178,9 +174,6 @@ impl Journal {
                     }
                     self.counts.add(f.outcome, 1);
                     report.reasons.add(f.outcome, &f.message);
-                    if let Some(hook) = &mut self.on_final {
-                        hook(&f);
-                    }
                     self.progress.inc(1);
                     n += 1;
                     if n.is_multiple_of(16) {
