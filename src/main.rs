@@ -12,6 +12,15 @@ fn main() {
     let ctx = Ctx {
         quiet: cli.log.quiet,
     };
+    // With --json a machine reads stdout: it gets a JSON object even when
+    // the command fails before its summary (exit 2).
+    let json = match &cli.command {
+        Command::Validate(a) => Some(("validate", a.input.json)),
+        Command::Run(a) => Some(("run", a.input.json)),
+        Command::Demo(a) => Some(("demo", a.json)),
+        Command::Ledger(a) => Some(("ledger", a.json)),
+        Command::Mock(_) => None,
+    };
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
         Command::Run(args) => cmd::run::run(args, ctx),
@@ -23,6 +32,14 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some((command, true)) = json {
+                let obj = serde_json::json!({
+                    "command": command,
+                    "exitCode": 2,
+                    "error": format!("{e:#}"),
+                });
+                println!("{obj}");
+            }
             2
         }
     };

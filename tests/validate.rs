@@ -315,3 +315,17 @@ fn help_teaches() {
         assert!(text.contains(needle), "{needle} missing from help:\n{text}");
     }
 }
+
+#[test]
+fn json_consumers_get_an_object_even_on_a_fatal_error() {
+    let out = run(bin()
+        .args(["validate", "--json"])
+        .arg(fixture("no-header.csv"))
+        .arg("--results")
+        .arg(std::env::temp_dir().join("kycshare-never-written.csv")));
+    assert_eq!(code(&out), 2);
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(j["exitCode"], 2);
+    assert_eq!(j["command"], "validate");
+    assert!(j["error"].as_str().unwrap().contains("required column"));
+}

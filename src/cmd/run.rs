@@ -281,6 +281,18 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         }
     }
 
+    tracing::info!(
+        input = %plan.source.display(),
+        results = %plan.results.display(),
+        base_url = %plan.base_url,
+        rate = %plan.rate,
+        concurrency = ?plan.concurrency,
+        max_attempts = plan.max_attempts,
+        timeout_s = plan.timeout.as_secs_f64(),
+        earlier_outcomes = prior.as_ref().map(|p| p.rows).unwrap_or(0),
+        ledger = plan.ledger.is_some(),
+        "run starting"
+    );
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
     let (out_tx, out_rx) = mpsc::channel::<OutMsg>(4096);
 
