@@ -203,10 +203,6 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         Some(l) => Some(l.reader()?),
         None => None,
     };
-    let run_id = match &mut ledger {
-        Some(l) => Some(l.begin_run(&plan.source.display(), std::time::SystemTime::now())?),
-        None => None,
-    };
 
     // The journal: a new file, or the one being resumed.
     let prior: Option<Prior> = if plan.resume && plan.results.exists() {
@@ -236,6 +232,11 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         ResultsWriter::create(&plan.results, replace)?
     };
     let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;
+    // The run enters the ledger only once every check has passed.
+    let run_id = match &mut ledger {
+        Some(l) => Some(l.begin_run(&plan.source.display(), std::time::SystemTime::now())?),
+        None => None,
+    };
 
     let http = http_client(&plan.http).map_err(|e| anyhow!(e))?;
     let mint = plan.mint.take().map(|m| crate::dispatch::MintConfig {
