@@ -31,10 +31,14 @@ pub enum AuthFailure {
     StaleNonce,
     ReusedNonce,
     Revoked,
+    /// The body is not compact JSON. Banxa signs the compact form, so a
+    /// body with whitespace between elements cannot verify: the contract
+    /// lists it among the checks whose failure answers 401.
+    NotCompact,
 }
 
 impl AuthFailure {
-    pub const ALL: [AuthFailure; 8] = [
+    pub const ALL: [AuthFailure; 9] = [
         AuthFailure::MissingHeader,
         AuthFailure::MalformedHeader,
         AuthFailure::UnknownKey,
@@ -43,6 +47,7 @@ impl AuthFailure {
         AuthFailure::StaleNonce,
         AuthFailure::ReusedNonce,
         AuthFailure::Revoked,
+        AuthFailure::NotCompact,
     ];
 
     /// The name used in `/stats` and in the record file.
@@ -56,6 +61,7 @@ impl AuthFailure {
             AuthFailure::StaleNonce => "stale_nonce",
             AuthFailure::ReusedNonce => "reused_nonce",
             AuthFailure::Revoked => "revoked",
+            AuthFailure::NotCompact => "not_compact",
         }
     }
 

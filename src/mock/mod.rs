@@ -770,7 +770,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
 fn share(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) -> Decision {
     let header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let creds = auth::parse_header(header);
-    if let Err(reason) = authenticate(shared, creds, parts.method.as_str(), body) {
+    // A body that is not compact JSON cannot match a signature over the
+    // compact form: the contract answers it 401 like any other auth failure.
+    let checked = authenticate(shared, creds, parts.method.as_str(), body).and_then(|()| {
+        if validate::is_compact(body) {
+            Ok(())
+        } else {
+            Err(AuthFailure::NotCompact)
+        }
+    });
+    if let Err(reason) = checked {
         let mut decision =
             Decision::answer(json(StatusCode::UNAUTHORIZED, UNAUTHENTICATED.to_string()));
         decision.reason = Some(reason);
