@@ -44,6 +44,9 @@ pub struct Slots {
     limit: AtomicUsize,
     /// Exponentially weighted mean service time, seconds.
     ewma: Mutex<Option<f64>>,
+    /// Exponentially weighted mean absolute deviation of the latency of
+    /// answers, seconds (the rate limiter's margin follows it).
+    jitter: Mutex<(Option<f64>, f64)>,
     /// Permits still to be taken away after a decrease.
     debt: AtomicUsize,
 }
@@ -64,6 +67,7 @@ impl Slots {
             rate_per_s,
             limit: AtomicUsize::new(initial),
             ewma: Mutex::new(None),
+            jitter: Mutex::new((None, 0.0)),
             debt: AtomicUsize::new(0),
         })
     }
@@ -93,6 +97,18 @@ impl Slots {
             }
             return p;
         }
+    }
+
+    /// Feeds the latency of one answer; returns the mean absolute deviation
+    /// of latencies so far (for the rate limiter's margin).
+    pub fn observe_latency(&self, latency: Duration) -> Duration {
+        let x = latency.as_secs_f64();
+        let mut j = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+        let (mean, dev) = *j;
+        let m = mean.unwrap_or(x);
+        let new_dev = dev * 0.9 + (x - m).abs() * 0.1;
+        *j = (Some(m * 0.9 + x * 0.1), new_dev);
+        Duration::from_secs_f64(new_dev)
     }
 
     /// Feeds the service time of one request (slot granted to answer, not

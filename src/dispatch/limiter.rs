@@ -9,8 +9,13 @@
 //! the pacing, a sliding-window log of the last N slots guarantees at most
 //! N in any window of the rate's unit. The log holds the moment each caller
 //! actually went ahead (a late wake-up moves it later), and a new slot keeps
-//! a margin of min(5 ms, 1% of the window) beyond it, for the jitter between
-//! going ahead and the request's arrival at the server.
+//! a margin beyond it for the jitter between going ahead and the request's
+//! arrival at the server: at least min(5 ms, 1% of the window), more when
+//! the answers' latencies vary more ([`RateLimiter::observe_jitter`]: four
+//! times their mean deviation, at most 2% of the window). A steady link
+//! keeps the 5 ms margin (0.5% of a 1-second window, 0.008% of a minute);
+//! a jittery one trades a little rate for never exceeding it at the
+//! server.
 //!
 //! `governor` was the first choice; its GCRA with a burst of 1 restarts
 //! the schedule from the (late) moment a waiter wakes, which loses up to a
@@ -82,7 +87,12 @@ const MAX_LOG: u32 = 100_000;
 pub struct RateLimiter {
     rate: Rate,
     period: Duration,
-    margin: Duration,
+    /// Least margin beyond the window.
+    margin_floor: Duration,
+    /// Most margin beyond the window.
+    margin_cap: Duration,
+    /// The margin in use, microseconds.
+    margin_us: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
 }
 
@@ -100,7 +110,11 @@ impl RateLimiter {
         RateLimiter {
             rate,
             period: rate.period(),
-            margin: (rate.per / 100).min(Duration::from_millis(5)),
+            margin_floor: (rate.per / 100).min(Duration::from_millis(5)),
+            margin_cap: rate.per / 50,
+            margin_us: std::sync::atomic::AtomicU64::new(
+                (rate.per / 100).min(Duration::from_millis(5)).as_micros() as u64,
+            ),
             state: Mutex::new(State {
                 next: None,
                 log: VecDeque::with_capacity(rate.n.min(MAX_LOG) as usize),
@@ -114,6 +128,20 @@ impl RateLimiter {
         self.rate
     }
 
+    /// The margin kept beyond each window.
+    pub fn margin(&self) -> Duration {
+        Duration::from_micros(self.margin_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Feeds the mean deviation of the answers' latency: the margin becomes
+    /// four times it, between the floor and 2% of the window.
+    pub fn observe_jitter(&self, mean_deviation: Duration) {
+        let m =
+            (mean_deviation * 4).clamp(self.margin_floor, self.margin_cap.max(self.margin_floor));
+        self.margin_us
+            .store(m.as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Reserves the next slot; returns its sequence number and time
     /// (possibly now).
     pub fn reserve(&self) -> (u64, Instant) {
@@ -125,7 +153,7 @@ impl RateLimiter {
         };
         if self.rate.n <= MAX_LOG && st.log.len() == self.rate.n as usize {
             if let Some(oldest) = st.log.front() {
-                t = t.max(*oldest + self.rate.per + self.margin);
+                t = t.max(*oldest + self.rate.per + self.margin());
             }
             st.log.pop_front();
             st.base += 1;
@@ -228,6 +256,21 @@ mod tests {
         let took = *all.last().unwrap() - start;
         assert!(took < Duration::from_millis(8_050), "{took:?}");
         assert!(took > Duration::from_millis(7_950), "{took:?}");
+    }
+
+    #[test]
+    fn the_margin_follows_jitter_within_bounds() {
+        let lim = RateLimiter::new("50/s".parse().unwrap());
+        assert_eq!(lim.margin(), Duration::from_millis(5));
+        lim.observe_jitter(Duration::from_millis(3));
+        assert_eq!(lim.margin(), Duration::from_millis(12));
+        lim.observe_jitter(Duration::from_millis(100));
+        assert_eq!(lim.margin(), Duration::from_millis(20));
+        lim.observe_jitter(Duration::ZERO);
+        assert_eq!(lim.margin(), Duration::from_millis(5));
+        let minute = RateLimiter::new("500/min".parse().unwrap());
+        minute.observe_jitter(Duration::from_millis(50));
+        assert_eq!(minute.margin(), Duration::from_millis(200));
     }
 
     #[tokio::test(start_paused = true)]

@@ -350,6 +350,9 @@ async fn process(job: Job, ctx: &Ctx) {
         let (decision, reply, token) = match result {
             Attempt::Banxa(reply, token) => {
                 sent += 1;
+                if let Some(limiter) = &ctx.cfg.limiter {
+                    limiter.observe_jitter(ctx.cfg.slots.observe_latency(reply.latency));
+                }
                 ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
                 let d = policy::decide(
                     &reply.answer,
