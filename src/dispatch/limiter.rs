@@ -15,7 +15,10 @@
 //! times their mean deviation, at most 2% of the window). A steady link
 //! keeps the 5 ms margin (0.5% of a 1-second window, 0.008% of a minute);
 //! a jittery one trades a little rate for never exceeding it at the
-//! server.
+//! server. And when a request's answer takes longer than the quickest one
+//! ([`RateLimiter::answered`]), the request may have reached the server
+//! that much later than it went ahead (a new connection at start-up, a busy
+//! scheduler): the window counts that slot from there.
 //!
 //! `governor` was the first choice; its GCRA with a burst of 1 restarts
 //! the schedule from the (late) moment a waiter wakes, which loses up to a
@@ -93,12 +96,15 @@ pub struct RateLimiter {
     margin_cap: Duration,
     /// The margin in use, microseconds.
     margin_us: std::sync::atomic::AtomicU64,
+    /// Quickest go-ahead-to-answer time seen, microseconds.
+    quickest_us: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
 }
 
 struct State {
     next: Option<Instant>,
-    log: VecDeque<Instant>,
+    /// Per slot: when it went ahead, and how long from then to its answer.
+    log: VecDeque<(Instant, Option<Duration>)>,
     /// Sequence number of `log.front()`.
     base: u64,
     /// Sequence number of the next slot.
@@ -115,6 +121,7 @@ impl RateLimiter {
             margin_us: std::sync::atomic::AtomicU64::new(
                 (rate.per / 100).min(Duration::from_millis(5)).as_micros() as u64,
             ),
+            quickest_us: std::sync::atomic::AtomicU64::new(u64::MAX),
             state: Mutex::new(State {
                 next: None,
                 log: VecDeque::with_capacity(rate.n.min(MAX_LOG) as usize),
@@ -152,14 +159,24 @@ impl RateLimiter {
             _ => now,
         };
         if self.rate.n <= MAX_LOG && st.log.len() == self.rate.n as usize {
-            if let Some(oldest) = st.log.front() {
-                t = t.max(*oldest + self.rate.per + self.margin());
+            if let Some(&(went, took)) = st.log.front() {
+                // A slot whose answer took longer than the quickest one may
+                // have reached the server that much later (a new connection,
+                // a busy scheduler): count the window from there.
+                let quickest = self.quickest_us.load(std::sync::atomic::Ordering::Relaxed);
+                let late = match took {
+                    Some(d) if quickest != u64::MAX => d
+                        .saturating_sub(Duration::from_micros(quickest))
+                        .min(self.rate.per / 10),
+                    _ => Duration::ZERO,
+                };
+                t = t.max(went + late + self.rate.per + self.margin());
             }
             st.log.pop_front();
             st.base += 1;
         }
         if self.rate.n <= MAX_LOG {
-            st.log.push_back(t);
+            st.log.push_back((t, None));
         }
         st.next = Some(t + self.period);
         let seq = st.seq;
@@ -174,20 +191,45 @@ impl RateLimiter {
         if seq >= st.base {
             let i = (seq - st.base) as usize;
             if let Some(slot) = st.log.get_mut(i) {
-                if at > *slot {
-                    *slot = at;
+                if at > slot.0 {
+                    slot.0 = at;
                 }
             }
         }
     }
 
-    /// Waits for a slot.
-    pub async fn until_ready(&self) {
+    /// Waits for a slot; returns its sequence number for [`RateLimiter::answered`].
+    pub async fn until_ready(&self) -> u64 {
         let (seq, t) = self.reserve();
         if t > Instant::now() {
             tokio::time::sleep_until(t).await;
         }
         self.went_ahead(seq, Instant::now());
+        seq
+    }
+
+    /// Tells the limiter that the request of slot `seq` was answered now.
+    /// The time from its go-ahead to its answer, beyond the quickest such
+    /// time seen, bounds how much later than its go-ahead the request may
+    /// have reached the server (a new connection, a busy scheduler); the
+    /// window then counts the slot from there (at most a tenth of a window
+    /// later), so the requests that follow keep a whole window from its real
+    /// arrival. A constant delay, such as minting before every send, does
+    /// not count: only the excess over the quickest does.
+    pub fn answered(&self, seq: u64) {
+        let now = Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if seq >= st.base {
+            let i = (seq - st.base) as usize;
+            if let Some(slot) = st.log.get_mut(i) {
+                let took = now.saturating_duration_since(slot.0);
+                slot.1 = Some(took);
+                self.quickest_us.fetch_min(
+                    took.as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
     }
 }
 
@@ -256,6 +298,53 @@ mod tests {
         let took = *all.last().unwrap() - start;
         assert!(took < Duration::from_millis(8_050), "{took:?}");
         assert!(took > Duration::from_millis(7_950), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_arrival_pushes_the_next_window() {
+        // 2 per second; the first request needs 300 ms more than the
+        // others to reach the server (say, a new connection).
+        let lim = RateLimiter::new("2/s".parse().unwrap());
+        let s0 = lim.until_ready().await;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        lim.answered(s0);
+        let s1 = lim.until_ready().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lim.answered(s1);
+        let start = Instant::now();
+        lim.until_ready().await;
+        // Slot 0 may have reached the server up to 300 ms late; the
+        // correction is capped at a tenth of the window (100 ms): the third
+        // slot waits for 100 ms + 1 s + margin, not 1 s.
+        let waited = Instant::now() - start;
+        assert!(waited >= Duration::from_millis(1_100 - 550), "{waited:?}");
+        assert!(
+            waited < Duration::from_millis(1_100 - 550 + 20),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_constant_delay_before_every_send_costs_no_rate() {
+        // Every request takes 300 ms from go-ahead to answer (a mint and a
+        // send): nothing is late, the rate holds.
+        let lim = std::sync::Arc::new(RateLimiter::new("10/s".parse().unwrap()));
+        let start = Instant::now();
+        let mut handles = Vec::new();
+        for _ in 0..40 {
+            let lim = lim.clone();
+            handles.push(tokio::spawn(async move {
+                let s = lim.until_ready().await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                lim.answered(s);
+            }));
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let took = Instant::now() - start;
+        // 40 slots at 10/s: the last at 3.9 s (+ margins), answered 300 ms later.
+        assert!(took < Duration::from_millis(4_250), "{took:?}");
     }
 
     #[test]

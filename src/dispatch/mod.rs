@@ -330,11 +330,12 @@ async fn process(job: Job, ctx: &Ctx) {
             _ = ctx.abort.triggered() => return,
             s = ctx.cfg.slots.acquire() => s,
         };
+        let mut slot_seq = None;
         if let Some(limiter) = &ctx.cfg.limiter {
             tokio::select! {
                 biased;
                 _ = ctx.abort.triggered() => return,
-                _ = limiter.until_ready() => {}
+                seq = limiter.until_ready() => slot_seq = Some(seq),
             }
         }
         if ctx.abort.is_triggered() {
@@ -352,6 +353,9 @@ async fn process(job: Job, ctx: &Ctx) {
                 sent += 1;
                 if let Some(limiter) = &ctx.cfg.limiter {
                     limiter.observe_jitter(ctx.cfg.slots.observe_latency(reply.latency));
+                    if let Some(seq) = slot_seq {
+                        limiter.answered(seq);
+                    }
                 }
                 ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
                 let d = policy::decide(
