@@ -26,7 +26,7 @@ fn main() {
         Command::Run(args) => cmd::run::run(args, ctx),
         Command::Demo(args) => cmd::demo::run(args, ctx),
         Command::Ledger(args) => cmd::ledger::run(args),
-        Command::Mock(args) => runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
+        Command::Mock(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
     };
     let code = match result {
         Ok(code) => code,
@@ -44,11 +44,4 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }

@@ -32,10 +32,7 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
     let results = args.dir.join(format!("{stem}.results.csv"));
     let retry = args.dir.join(format!("{stem}.retry.csv"));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::cmd::runtime()?;
     rt.block_on(async {
         let key = "demo-key".to_string();
         let secret = Secret::new(format!("demo-{:032x}", rand::random::<u128>()));

@@ -63,6 +63,14 @@ pub fn check_existing_results(
     })
 }
 
+/// The async runtime of the commands that talk HTTP (run, demo, mock).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
 /// The human summary on stderr; with `--json` also the JSON object on stdout.
 pub fn print_summary(summary: &crate::output::Summary, json: bool) {
     eprint!("{}", summary.render());

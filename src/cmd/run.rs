@@ -148,10 +148,7 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         metrics: args.metrics_file.clone(),
         mint,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = crate::cmd::runtime()?;
     let summary = rt.block_on(execute(plan, true))?;
     print_summary(&summary, args.input.json);
     Ok(summary.exit_code)
@@ -270,16 +267,9 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
         }
     }
     let progress = Progress::new(plan.progress, None);
-    if progress.is_drawn() {
-        let (p, s, d) = (progress.clone(), plan.source.clone(), plan.opts.delimiter);
-        std::thread::spawn(move || {
-            if let Some(n) = crate::input::count_records(&s, d) {
-                p.set_total(n);
-            }
-        });
-        if let Some(pr) = &prior {
-            progress.inc(pr.rows);
-        }
+    progress.count_in_background(&plan.source, plan.opts.delimiter);
+    if let Some(pr) = &prior {
+        progress.inc(pr.rows);
     }
 
     tracing::info!(
@@ -555,69 +545,49 @@ fn read_jobs(
             }
         }
         let sent = match &item.verdict {
-            Verdict::Valid(row) => 'valid: {
+            Verdict::Invalid(why) => send_unsent(out, &item, Outcome::Invalid, why.clone()),
+            Verdict::Duplicate { of } => {
+                crate::input::duplicate_message(*of, &mut dup);
+                send_unsent(out, &item, Outcome::Duplicate, dup.clone())
+            }
+            Verdict::Valid(row) => {
                 let fingerprint = ledger
                     .map(|_| crate::ledger::fingerprint(row.email, row.mobile_number, row.vendor));
-                if let (Some(l), Some(fp)) = (ledger, &fingerprint) {
-                    if l.should_skip(row.identity_reference, fp) {
-                        break 'valid out
-                            .blocking_send(OutMsg::Final(journal::unsent(
-                                item.record,
-                                item.line,
-                                item.identity_reference,
-                                Outcome::Skipped,
-                                "already accepted with the same details (ledger)".into(),
-                            )))
-                            .map_err(|_| ());
-                    }
-                }
-                let payload = if row.applicant_id.is_empty() {
-                    row.share_request().write_body(&mut body);
-                    Payload::Body(Bytes::copy_from_slice(&body))
+                let skip = matches!((ledger, &fingerprint), (Some(l), Some(fp)) if l.should_skip(row.identity_reference, fp));
+                if skip {
+                    send_unsent(
+                        out,
+                        &item,
+                        Outcome::Skipped,
+                        "already accepted with the same details (ledger)".into(),
+                    )
                 } else {
-                    Payload::Mint {
-                        applicant_id: row.applicant_id.to_string(),
-                        email: row.email.to_string(),
-                        mobile_number: row.mobile_number.to_string(),
-                        vendor: row.vendor,
-                    }
-                };
-                let job = Job {
-                    record: item.record,
-                    line: item.line,
-                    identity_reference: row.identity_reference.to_string(),
-                    payload,
-                    private: vec![
-                        row.email.to_string(),
-                        row.mobile_number.to_string(),
-                        row.token.to_string(),
-                    ],
-                    raw: item.raw.to_byte_record(),
-                    fingerprint,
-                };
-                jobs.blocking_send(job).map_err(|_| ())
-            }
-            Verdict::Invalid(why) => out
-                .blocking_send(OutMsg::Final(journal::unsent(
-                    item.record,
-                    item.line,
-                    item.identity_reference,
-                    Outcome::Invalid,
-                    why.clone(),
-                )))
-                .map_err(|_| ()),
-            Verdict::Duplicate { of } => {
-                dup.clear();
-                dup.push_str("duplicate of record ");
-                dup.push_str(itoa::Buffer::new().format(*of));
-                out.blocking_send(OutMsg::Final(journal::unsent(
-                    item.record,
-                    item.line,
-                    item.identity_reference,
-                    Outcome::Duplicate,
-                    dup.clone(),
-                )))
-                .map_err(|_| ())
+                    let payload = if row.applicant_id.is_empty() {
+                        row.share_request().write_body(&mut body);
+                        Payload::Body(Bytes::copy_from_slice(&body))
+                    } else {
+                        Payload::Mint {
+                            applicant_id: row.applicant_id.to_string(),
+                            email: row.email.to_string(),
+                            mobile_number: row.mobile_number.to_string(),
+                            vendor: row.vendor,
+                        }
+                    };
+                    let job = Job {
+                        record: item.record,
+                        line: item.line,
+                        identity_reference: row.identity_reference.to_string(),
+                        payload,
+                        private: vec![
+                            row.email.to_string(),
+                            row.mobile_number.to_string(),
+                            row.token.to_string(),
+                        ],
+                        raw: item.raw.to_byte_record(),
+                        fingerprint,
+                    };
+                    jobs.blocking_send(job).map_err(|_| ())
+                }
             }
         };
         if sent.is_err() {
@@ -626,6 +596,24 @@ fn read_jobs(
         }
     }
     Ok(report)
+}
+
+/// Sends the outcome of a record that needs no request (invalid,
+/// duplicate, skipped) straight to the journal.
+fn send_unsent(
+    out: &mpsc::Sender<OutMsg>,
+    item: &crate::input::Item<'_>,
+    outcome: Outcome,
+    message: String,
+) -> Result<(), ()> {
+    out.blocking_send(OutMsg::Final(journal::unsent(
+        item.record,
+        item.line,
+        item.identity_reference,
+        outcome,
+        message,
+    )))
+    .map_err(|_| ())
 }
 
 /// First SIGINT/SIGTERM: stop taking rows, drain (exit 3). Second: exit at

@@ -47,14 +47,7 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
 
     let counts = Arc::new(Counts::default());
     let progress = Progress::new(!ctx.quiet, None);
-    if progress.is_drawn() {
-        let (p, s, d) = (progress.clone(), source.clone(), opts.delimiter);
-        std::thread::spawn(move || {
-            if let Some(n) = crate::input::count_records(&s, d) {
-                p.set_total(n);
-            }
-        });
-    }
+    progress.count_in_background(&source, opts.delimiter);
 
     let mut reasons = Reasons::default();
     let mut body = Vec::with_capacity(512);
@@ -77,9 +70,7 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
             }
             Verdict::Invalid(why) => (Outcome::Invalid, why.as_str()),
             Verdict::Duplicate { of } => {
-                dup_msg.clear();
-                dup_msg.push_str("duplicate of record ");
-                dup_msg.push_str(itoa::Buffer::new().format(*of));
+                crate::input::duplicate_message(*of, &mut dup_msg);
                 (Outcome::Duplicate, dup_msg.as_str())
             }
         };

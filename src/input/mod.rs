@@ -119,6 +119,14 @@ pub enum Verdict<'a> {
     Duplicate { of: u64 },
 }
 
+/// The message of a `duplicate` outcome, e.g. `duplicate of record 12`,
+/// written into `out` (cleared first).
+pub fn duplicate_message(of: u64, out: &mut String) {
+    out.clear();
+    out.push_str("duplicate of record ");
+    out.push_str(itoa::Buffer::new().format(of));
+}
+
 /// One record with its verdict.
 #[derive(Debug)]
 pub struct Item<'a> {

@@ -57,22 +57,13 @@ impl Journal {
                 Ok(m) => m,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Nothing waiting: write out what is buffered.
-                    if !broken {
-                        let mut res = Ok(());
-                        if unflushed {
-                            unflushed = false;
-                            res = self.writer.flush_row();
+                    let rows = std::mem::take(&mut unflushed);
+                    self.attempt(&mut broken, &mut report, |j| {
+                        if rows {
+                            j.writer.flush_row()?;
                         }
-                        if res.is_ok() {
-                            if let Some(l) = &mut self.ledger {
-                                res = l.flush().map_err(ledger_error);
-                            }
-                        }
-                        if let Err(e) = res {
-                            broken = true;
-                            self.fail(&mut report, e);
-                        }
-                    }
+                        j.flush_ledger(false)
+                    });
                     match rx.blocking_recv() {
                         Some(m) => m,
                         None => break,
@@ -83,26 +74,13 @@ impl Journal {
             match msg {
                 OutMsg::Tick => {
                     self.progress.show_counts(&self.counts);
-                    if !broken {
-                        let mut res = self.writer.sync();
-                        if res.is_ok() {
-                            if let Some(l) = &mut self.ledger {
-                                res = l.flush_if_due().map_err(ledger_error);
-                            }
-                        }
-                        if let Err(e) = res {
-                            broken = true;
-                            self.fail(&mut report, e);
-                        }
-                    }
+                    self.attempt(&mut broken, &mut report, |j| {
+                        j.writer.sync()?;
+                        j.flush_ledger(true)
+                    });
                 }
                 OutMsg::EarlierFailed(raw) => {
-                    if !broken {
-                        if let Err(e) = self.retry.push(&raw) {
-                            broken = true;
-                            self.fail(&mut report, e);
-                        }
-                    }
+                    self.attempt(&mut broken, &mut report, |j| j.retry.push(&raw));
                 }
                 OutMsg::Final(f) => {
                     if broken {
@@ -183,16 +161,12 @@ impl Journal {
             }
         }
         self.progress.show_counts(&self.counts);
-        if !broken {
-            let mut res = self.writer.sync();
-            if res.is_ok() {
-                if let Some(l) = &mut self.ledger {
-                    res = l.flush().map_err(ledger_error);
-                }
-            }
-            if let Err(e) = res {
-                self.fail(&mut report, e);
-            }
+        let finished = !broken;
+        self.attempt(&mut broken, &mut report, |j| {
+            j.writer.sync()?;
+            j.flush_ledger(false)
+        });
+        if finished {
             report.retry_rows = self.retry.rows();
             match self.retry.finish() {
                 Ok(w) => report.retry_written = w,
@@ -203,6 +177,32 @@ impl Journal {
         }
         report.ledger = self.ledger.take();
         report
+    }
+
+    /// Runs one write unless the journal is already broken; a failure breaks
+    /// it (and stops the run).
+    fn attempt(
+        &mut self,
+        broken: &mut bool,
+        report: &mut JournalReport,
+        write: impl FnOnce(&mut Self) -> Result<(), OutputError>,
+    ) {
+        if *broken {
+            return;
+        }
+        if let Err(e) = write(self) {
+            *broken = true;
+            self.fail(report, e);
+        }
+    }
+
+    /// Commits the ledger's pending batch: now, or only if it is due.
+    fn flush_ledger(&mut self, only_if_due: bool) -> Result<(), OutputError> {
+        match &mut self.ledger {
+            Some(l) if only_if_due => l.flush_if_due().map_err(ledger_error),
+            Some(l) => l.flush().map_err(ledger_error),
+            None => Ok(()),
+        }
     }
 
     fn fail(&self, report: &mut JournalReport, e: OutputError) {

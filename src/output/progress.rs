@@ -44,8 +44,18 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
-    pub fn is_drawn(&self) -> bool {
-        self.bar.is_some()
+    /// Counts the input's records on a thread of its own (a regular,
+    /// uncompressed file only) and sets the bar's total when done.
+    pub fn count_in_background(&self, source: &crate::input::Source, delimiter: u8) {
+        if self.bar.is_none() {
+            return;
+        }
+        let (p, s) = (self.clone(), source.clone());
+        std::thread::spawn(move || {
+            if let Some(n) = crate::input::count_records(&s, delimiter) {
+                p.set_total(n);
+            }
+        });
     }
 
     pub fn set_total(&self, total: u64) {
