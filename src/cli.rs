@@ -204,10 +204,13 @@ pub struct RunArgs {
     /// https://api.banxa.com (production). http:// only to loopback (the emulator).
     #[arg(long, env = "KYCSHARE_BASE_URL", value_name = "URL")]
     pub base_url: String,
-    /// Most requests per second or minute, never exceeded over any window
-    /// (Banxa allows 500/min per IP for all endpoints together).
-    #[arg(long, default_value = "450/min", value_name = "N/min|N/s")]
-    pub rate: Rate,
+    /// Most requests per second or minute, never exceeded over any window.
+    /// Default 450/min (Banxa allows 500/min per IP, all endpoints
+    /// together), 100/min on Banxa's sandbox (120/min per merchant there).
+    /// A rate above the published limit is allowed (limits can be
+    /// negotiated) but warned about.
+    #[arg(long, value_name = "N/min|N/s")]
+    pub rate: Option<Rate>,
     /// Requests in flight at once: `auto` holds enough to keep the rate at
     /// the latency observed, or a fixed number.
     #[arg(long, default_value = "auto", value_name = "N|auto")]
@@ -255,12 +258,14 @@ pub struct RunArgs {
     /// With --mint: lifetime of each minted token.
     #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub token_ttl: u64,
-    /// With --mint: Sumsub's API base URL.
-    #[arg(long, default_value = "https://api.sumsub.com", value_name = "URL")]
-    pub sumsub_base_url: String,
+    /// With --mint: Sumsub's API base URL (default https://api.sumsub.com).
+    /// Required when --base-url is a loopback emulator: a rehearsal must not
+    /// mint production tokens.
+    #[arg(long, value_name = "URL")]
+    pub sumsub_base_url: Option<String>,
     /// With --mint: most Sumsub requests per second or minute (default:
-    /// twice --rate, so minting never slows the run, but a retry storm
-    /// cannot flood Sumsub).
+    /// twice --rate, at most 540/min: Sumsub allows 50 POST per 5 s, so
+    /// minting keeps up with the run but a retry storm cannot flood Sumsub).
     #[arg(long, value_name = "N/min|N/s")]
     pub mint_rate: Option<Rate>,
     /// With --mint: read the Sumsub secret key from this file instead of SUMSUB_SECRET_KEY.

@@ -19,6 +19,7 @@ pub mod input;
 pub mod ledger;
 pub mod logging;
 pub mod mock;
+pub mod model;
 pub mod output;
 pub mod request;
 pub mod secret;

@@ -29,8 +29,14 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat) {
         "warn,kycshare={}",
         level.as_str().to_ascii_lowercase()
     ));
+    // Colour only on a terminal, and never with NO_COLOR set: a log file or
+    // a journal must not fill with escape codes.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match format {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::credentials::{secret_from, CredentialError};
+use crate::dispatch::client::{read_body, BodyError, MAX_ANSWER_BYTES};
 use crate::dispatch::policy::{parse_retry_after, Answer};
 use crate::secret::Secret;
 
@@ -231,9 +232,18 @@ impl SumsubClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let bytes = match response.bytes().await {
+        let bytes = match read_body(response, MAX_ANSWER_BYTES).await {
             Ok(bytes) => bytes,
-            Err(e) => return transport(&e),
+            Err(BodyError::Read(e)) => return transport(&e),
+            Err(BodyError::TooLarge { limit }) => {
+                return MintResult::Retryable {
+                    answer: Answer::Transport,
+                    message: format!(
+                        "Sumsub {status}: an answer body larger than {} KiB, not read",
+                        limit / 1024
+                    ),
+                }
+            }
         };
         classify(status, retry_after, &bytes)
     }

@@ -30,9 +30,9 @@ fn hostile_file() -> impl Strategy<Value = Vec<u8>> {
             b"\xEF\xBB\xBF".to_vec(),
             b"\xff\xfe".to_vec(),
             b" ".to_vec(),
-            b"c-1,a@example.com,61410000001,tok1\n".to_vec(),
-            b"c-2,b@example.com,+61 (4) 1000-0002,tok2\n".to_vec(),
-            b"c-1,dup@example.com,61410000003,tok3\n".to_vec(),
+            b"c-1,a@example.com,61410000001,tok-1-aa\n".to_vec(),
+            b"c-2,b@example.com,+61 (4) 1000-0002,tok-2-aa\n".to_vec(),
+            b"c-1,dup@example.com,61410000003,tok-3-aa\n".to_vec(),
             "jöhn@example.com".as_bytes().to_vec(),
             b"\"x,\ny\"".to_vec(),
         ]),
@@ -154,32 +154,6 @@ fn arbitrary_bytes_through_run_against_the_emulator() {
         .unwrap();
 }
 
-/// Runs `cmd` and returns (exit code, peak RSS of the child in KiB).
-fn run_measured(cmd: &mut Command, dir: &Path) -> (i32, u64, String) {
-    let err_path = dir.join("measured.stderr");
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut status: libc::c_int = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4");
-    drop(child);
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (
-        code,
-        usage.ru_maxrss as u64,
-        std::fs::read_to_string(&err_path).unwrap_or_default(),
-    )
-}
-
 #[test]
 fn a_50_mb_field_is_one_invalid_record_and_memory_stays_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -188,20 +162,20 @@ fn a_50_mb_field_is_one_invalid_record_and_memory_stays_bounded() {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
         f.write_all(HEADER).unwrap();
-        f.write_all(b"b-1,a@example.com,61410000001,tok1\n")
+        f.write_all(b"b-1,a@example.com,61410000001,tok-1-aa\n")
             .unwrap();
         f.write_all(b"b-2,b@example.com,61410000002,").unwrap();
         let chunk = vec![b'T'; 1 << 20];
         for _ in 0..50 {
             f.write_all(&chunk).unwrap();
         }
-        f.write_all(b"\nb-3,c@example.com,61410000003,tok3\n")
+        f.write_all(b"\nb-3,c@example.com,61410000003,tok-3-aa\n")
             .unwrap();
         f.write_all(b"b-4,d@example.com,61410000004,\"").unwrap();
         for _ in 0..50 {
             f.write_all(&chunk).unwrap();
         }
-        f.write_all(b"\"\nb-5,e@example.com,61410000005,tok5\n")
+        f.write_all(b"\"\nb-5,e@example.com,61410000005,tok-5-aa\n")
             .unwrap();
     }
     let rec = dir.path().join("rec.jsonl");

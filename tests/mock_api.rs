@@ -1131,3 +1131,139 @@ async fn binary_without_a_secret_is_a_configuration_error() {
     assert!(stderr.contains("BANXA_API_SECRET"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+// ------------------------------------------------- nonce lengths, codes
+
+/// Banxa accepts nonces of 10, 13 or 16 digits and nothing else: every
+/// length from 9 to 17, each correctly signed and fresh in its unit.
+#[tokio::test]
+async fn only_nonces_of_10_13_or_16_digits_are_accepted() {
+    let mut config = config();
+    config.error_codes = true;
+    let server = start(config).await;
+    let client = client();
+    for digits in 9..=17u32 {
+        // A fresh instant in the unit of this length where there is one
+        // (seconds, milliseconds, microseconds), a distinct one each time.
+        let nonce = match digits {
+            10 => (NOW / 1_000_000 + 1).to_string(),
+            13 => (NOW / 1_000 + 2_000).to_string(),
+            16 => (NOW + 3_000_000).to_string(),
+            n => {
+                let s = NOW.to_string();
+                if n as usize <= s.len() {
+                    s[..n as usize].to_string()
+                } else {
+                    format!("{s}{}", "0".repeat(n as usize - s.len()))
+                }
+            }
+        };
+        assert_eq!(nonce.len(), digits as usize);
+        let body = body_for(&format!("c-len{digits}"));
+        let auth = format!("Bearer {KEY}:{}:{nonce}", ring_sign(SECRET, &nonce, &body));
+        let answer = post_raw(
+            &client,
+            &server,
+            Some(&auth),
+            Some("application/json"),
+            &body,
+        )
+        .await
+        .unwrap();
+        if matches!(digits, 10 | 13 | 16) {
+            assert_eq!(answer.status, 202, "{digits} digits: {}", answer.body);
+        } else {
+            assert_eq!(answer.status, 401, "{digits} digits: {}", answer.body);
+            assert_eq!(answer.json()["code"], 40001, "{digits} digits");
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(by_status(&stats, "202"), 3);
+    assert_eq!(auth_failures(&stats, "bad_nonce"), 6);
+    server.shutdown().await;
+}
+
+/// `--error-codes`: each authentication failure answers Banxa's code and a
+/// request_id; without it, the plain body of the contract.
+#[tokio::test]
+async fn error_codes_name_each_authentication_failure() {
+    let mut cfg = config();
+    cfg.error_codes = true;
+    let server = start(cfg).await;
+    let client = client();
+    let cases: Vec<(Option<String>, &str, u64)> = vec![
+        (None, GOOD.0, 40102),
+        (Some("Basic abc".into()), GOOD.0, 40101),
+        (
+            Some(format!("Bearer other-key:{}:{NONCE}", GOOD.1)),
+            GOOD.0,
+            40100,
+        ),
+        (
+            Some(format!("Bearer {KEY}:{WRONG_SECRET_SIG}:{NONCE}")),
+            GOOD.0,
+            40103,
+        ),
+        (
+            Some(format!(
+                "Bearer {KEY}:{}:{}",
+                LETTERS_NONCE.1, LETTERS_NONCE.0
+            )),
+            GOOD.0,
+            40001,
+        ),
+        (Some(format!("Bearer {KEY}:{}:{NONCE}", GOOD.1)), GOOD.0, 0),
+        (
+            Some(format!("Bearer {KEY}:{}:{NONCE}", GOOD.1)),
+            GOOD.0,
+            40003,
+        ),
+    ];
+    for (auth, body, code) in cases {
+        let answer = post_raw(
+            &client,
+            &server,
+            auth.as_deref(),
+            Some("application/json"),
+            body,
+        )
+        .await
+        .unwrap();
+        if code == 0 {
+            assert_eq!(answer.status, 202, "{}", answer.body);
+            continue;
+        }
+        assert_eq!(answer.status, 401, "{auth:?}: {}", answer.body);
+        let v = answer.json();
+        assert_eq!(v["code"], code, "{auth:?}: {v}");
+        assert_eq!(v["message"], "Unauthenticated.");
+        assert!(
+            v["request_id"].as_str().is_some_and(|r| !r.is_empty()),
+            "{v}"
+        );
+    }
+    server.shutdown().await;
+
+    let mut cfg = config();
+    cfg.fixed_now_micros = Some(NOW + 6 * MINUTE);
+    cfg.error_codes = true;
+    let server = start(cfg).await;
+    let answer = post(&server, GOOD.0, NONCE, GOOD.1).await;
+    assert_eq!(answer.json()["code"], 40002, "a stale nonce");
+    server.shutdown().await;
+
+    let mut cfg = config();
+    cfg.error_codes = true;
+    let server = start(cfg).await;
+    let answer = post(&server, PRETTY.0, NONCE, PRETTY.1).await;
+    assert_eq!(answer.json()["code"], 40103, "a body that is not compact");
+    server.shutdown().await;
+
+    let server = start(config()).await;
+    let answer = post(&server, GOOD.0, NONCE, WRONG_SECRET_SIG).await;
+    assert_eq!(
+        answer.body, UNAUTHENTICATED,
+        "no codes without --error-codes"
+    );
+    server.shutdown().await;
+}

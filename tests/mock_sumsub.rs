@@ -40,14 +40,19 @@ const MINT: (&str, &str) = (
 /// MINT's request signed with "other-secret".
 const MINT_WRONG_SECRET_SIG: &str =
     "c13fc9a39e292abb493688e15fe6ca2fd30dd78b0eb90edb70bdab88f91923fb";
-/// MINT's body, ts 301 s before NOW (stale), then exactly 300 s (fresh).
-const STALE_TS: (&str, &str) = (
+/// MINT's body, ts 301 s before NOW (stale), then 61 s (stale: Sumsub
+/// allows 1 minute), then exactly 60 s (fresh).
+const VERY_STALE_TS: (&str, &str) = (
     "1764165299",
     "bc9bb8523d2dee9529dadfe15566ee48748fa09d4df0ed1b7d42c8164c197429",
 );
+const STALE_TS: (&str, &str) = (
+    "1764165539",
+    "e96f76d868739be4797633aabd90fab7193d05255c39441968e5136b10fdbb33",
+);
 const EDGE_TS: (&str, &str) = (
-    "1764165300",
-    "be72fed4df7e59c988c2b46a06d9b840309538af8952f73861e41ae78ee6018d",
+    "1764165540",
+    "4578f18a0a2e787a86e07c215b82cef9411a45f3a8a6d9036e41ff35fd64664d",
 );
 /// An applicant that does not exist (the `unknown` prefix convention).
 const MINT_UNKNOWN: (&str, &str) = (
@@ -211,7 +216,7 @@ async fn good_mint_with_a_pasted_vector() {
 }
 
 #[tokio::test]
-async fn timestamp_exactly_5_minutes_old_is_fresh() {
+async fn timestamp_exactly_1_minute_old_is_fresh() {
     let server = start(config()).await;
     let (ts, sig) = EDGE_TS;
     let answer = mint_raw(&server, Some(APP_TOKEN), Some(ts), Some(sig), MINT.0).await;
@@ -273,6 +278,11 @@ async fn wrong_app_token_is_401() {
 async fn stale_timestamp_is_401() {
     let server = start(config()).await;
     let (ts, sig) = STALE_TS;
+    let answer = mint_raw(&server, Some(APP_TOKEN), Some(ts), Some(sig), MINT.0).await;
+    assert_401(&server, answer, "stale_ts").await;
+    server.shutdown().await;
+    let server = start(config()).await;
+    let (ts, sig) = VERY_STALE_TS;
     let answer = mint_raw(&server, Some(APP_TOKEN), Some(ts), Some(sig), MINT.0).await;
     assert_401(&server, answer, "stale_ts").await;
     server.shutdown().await;

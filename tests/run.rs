@@ -68,7 +68,7 @@ fn a_422_is_rejected_with_its_errors_and_not_retried() {
     // Valid locally (UTF-8 local part), refused by the emulator's ASCII-only rule.
     std::fs::write(
         &input,
-        "identityReference,email,mobileNumber,token\nr-1,jöhn@example.com,61410000001,t1\nr-2,ok@example.com,61410000002,t2\n",
+        "identityReference,email,mobileNumber,token\nr-1,jöhn@example.com,61410000001,tok-t1\nr-2,ok@example.com,61410000002,tok-t2\n",
     )
     .unwrap();
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "100/s"]));
@@ -122,12 +122,12 @@ fn failures_go_to_the_retry_file_which_then_succeeds() {
     std::fs::write(
         &input,
         "identityReference;email;mobileNumber;token;note\n\
-         g-1;g1@example.com;61410000001;t1;\"a;b\"\n\
-         g-2;bad-email;61410000002;t2;x\n\
-         g-3;g3@example.com;61410000003;t3;x\n\
-         g-1;g1b@example.com;61410000009;t9;dup\n\
-         g-4;g4@example.com;61410000004;t4;x\n\
-         g-5;g5@example.com;61410000005;t5;x\n",
+         g-1;g1@example.com;61410000001;tok-t1;\"a;b\"\n\
+         g-2;bad-email;61410000002;tok-t2;x\n\
+         g-3;g3@example.com;61410000003;tok-t3;x\n\
+         g-1;g1b@example.com;61410000009;tok-t9;dup\n\
+         g-4;g4@example.com;61410000004;tok-t4;x\n\
+         g-5;g5@example.com;61410000005;tok-t5;x\n",
     )
     .unwrap();
     {
@@ -168,10 +168,10 @@ fn failures_go_to_the_retry_file_which_then_succeeds() {
     assert_eq!(
         lines,
         vec![
-            "g-1;g1@example.com;61410000001;t1;\"a;b\"",
-            "g-3;g3@example.com;61410000003;t3;x",
-            "g-4;g4@example.com;61410000004;t4;x",
-            "g-5;g5@example.com;61410000005;t5;x",
+            "g-1;g1@example.com;61410000001;tok-t1;\"a;b\"",
+            "g-3;g3@example.com;61410000003;tok-t3;x",
+            "g-4;g4@example.com;61410000004;tok-t4;x",
+            "g-5;g5@example.com;61410000005;tok-t5;x",
         ]
     );
     use std::os::unix::fs::PermissionsExt;

@@ -177,7 +177,7 @@ fn stdin_needs_results_and_works_with_it() {
         .take()
         .unwrap()
         .write_all(
-            b"identityReference,email,mobileNumber,token\ns-1,s1@example.com,61410006001,t\n",
+            b"identityReference,email,mobileNumber,token\ns-1,s1@example.com,61410006001,tok-s1\n",
         )
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
@@ -249,7 +249,7 @@ fn missing_required_column_names_it_and_lists_headers() {
     let input = dir.path().join("x.csv");
     std::fs::write(
         &input,
-        "identityReference,email,phone,token\nx-1,a@b.co,61410001000,t\n",
+        "identityReference,email,phone,token\nx-1,a@b.co,61410001000,tok-x1\n",
     )
     .unwrap();
     let out = run(bin().arg("validate").arg(&input));

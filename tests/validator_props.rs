@@ -56,7 +56,7 @@ proptest! {
         id in "[A-Za-z0-9-]{1,40}",
         email in valid_email(),
         mobile in valid_mobile(),
-        token in "[!-~]{1,1024}",
+        token in "[!-~]{6,1024}",
     ) {
         prop_assert!(check_identity_reference(&id).is_ok());
         prop_assert!(check_email(&email).is_ok(), "{}", email);

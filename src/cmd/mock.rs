@@ -10,7 +10,7 @@
 //!               [--check-tokens] [--consume-token-on-fault]
 //!               [--sumsub-fail-rate P] [--sumsub-latency MS]
 //!               [--sumsub-forbidden-client ID] [--latency-jitter MS]
-//!               [--tls-cert FILE --tls-key FILE]
+//!               [--tls-cert FILE --tls-key FILE] [--error-codes]
 //! ```
 //!
 //! This module is wiring only: flags to [`MockConfig`], start, print the
@@ -40,7 +40,12 @@ pub struct MockArgs {
 
     /// The API key clients must present (the KEY in
     /// `Authorization: Bearer KEY:SIGNATURE:NONCE`).
-    #[arg(long, env = "BANXA_API_KEY", value_name = "KEY")]
+    #[arg(
+        long,
+        env = "BANXA_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
 
     /// File holding the API secret (first line). Without it the secret is
@@ -101,7 +106,12 @@ pub struct MockArgs {
     /// Sumsub's app token clients must present in X-App-Token on the
     /// share-token endpoint. Without it (and a Sumsub secret) that endpoint
     /// answers 401.
-    #[arg(long, env = "SUMSUB_APP_TOKEN", value_name = "TOKEN")]
+    #[arg(
+        long,
+        env = "SUMSUB_APP_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub sumsub_app_token: Option<String>,
 
     /// File holding Sumsub's secret key (first line), the HMAC key of
@@ -138,6 +148,14 @@ pub struct MockArgs {
     /// and this (milliseconds, or with a unit), on top of --latency.
     #[arg(long, default_value = "0", value_name = "MS", value_parser = parse_latency)]
     pub latency_jitter: Duration,
+
+    /// 401 answers carry Banxa's authentication error `code` and a
+    /// `request_id`, as Banxa documents them: 40001 nonce not 10/13/16
+    /// digits, 40002 nonce too old, 40003 nonce reused, 40100 unknown (or
+    /// revoked) key, 40101 malformed header, 40102 header missing, 40103
+    /// signature mismatch (a body that is not compact included).
+    #[arg(long)]
+    pub error_codes: bool,
 
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     /// Clients trust a private CA with `kycshare run --ca-cert FILE`.
@@ -207,6 +225,7 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
     config.rate_limit_per_min = args.rate_limit.0;
     config.latency = args.latency;
     config.latency_jitter = args.latency_jitter;
+    config.error_codes = args.error_codes;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read =
             |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));

@@ -70,6 +70,10 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         bail!("the API secret is never accepted on the command line (it would land in shell history and `ps`): set BANXA_API_SECRET or use --api-secret-file FILE");
     }
     let base_url = check_base_url(&args.base_url)?;
+    let rate = args.rate.unwrap_or_else(|| default_rate(&base_url));
+    if let Some(warning) = rate_warning(rate, &base_url) {
+        tracing::warn!("{warning}");
+    }
     let creds = crate::credentials::banxa(args.api_secret_file.as_deref())?.ok_or_else(|| {
         anyhow!("no credentials: set BANXA_API_KEY and BANXA_API_SECRET (or BANXA_API_KEY and --api-secret-file FILE)")
     })?;
@@ -94,16 +98,21 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
             .ok_or_else(|| {
                 anyhow!("--mint needs --for-client-id ID (Banxa's client id in Sumsub)")
             })?;
-        let base = check_base_url(&args.sumsub_base_url).context("--sumsub-base-url")?;
+        let sumsub_base = match &args.sumsub_base_url {
+            Some(u) => u.clone(),
+            None if is_loopback_url(&base_url) => bail!(
+                "--mint with a loopback --base-url ({base_url}) needs --sumsub-base-url: a rehearsal must not mint production tokens from {}; point it at the emulator too (e.g. --sumsub-base-url {base_url})",
+                crate::sumsub::DEFAULT_BASE_URL
+            ),
+            None => crate::sumsub::DEFAULT_BASE_URL.to_string(),
+        };
+        let base = check_base_url(&sumsub_base).context("--sumsub-base-url")?;
         Some(MintPlan {
             creds,
             base_url: base,
             for_client_id,
             ttl_secs: args.token_ttl,
-            rate: args.mint_rate.unwrap_or(Rate {
-                n: args.rate.n.saturating_mul(2),
-                per: args.rate.per,
-            }),
+            rate: args.mint_rate.unwrap_or_else(|| default_mint_rate(rate)),
         })
     } else {
         if args.for_client_id.is_some() {
@@ -135,7 +144,7 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         force: args.input.force,
         base_url,
         creds,
-        rate: args.rate,
+        rate,
         concurrency: args.concurrency,
         max_attempts: args.max_attempts,
         timeout: Duration::from_secs_f64(args.timeout),
@@ -154,6 +163,93 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
     Ok(summary.exit_code)
 }
 
+/// Banxa's sandbox host: 120 requests/min per merchant account there.
+pub const SANDBOX_HOST: &str = "api.banxa-sandbox.com";
+/// The default `--rate` in production: under Banxa's 500/min per IP, with
+/// room for the other endpoints and clock drift.
+pub const DEFAULT_RATE: Rate = Rate {
+    n: 450,
+    per: Duration::from_secs(60),
+};
+/// The default `--rate` on the sandbox: under its 120/min.
+pub const DEFAULT_SANDBOX_RATE: Rate = Rate {
+    n: 100,
+    per: Duration::from_secs(60),
+};
+/// Sumsub's limit, 50 POST per 5 s, less a margin: the most `--mint-rate`
+/// defaults to.
+pub const MAX_DEFAULT_MINT_RATE: Rate = Rate {
+    n: 540,
+    per: Duration::from_secs(60),
+};
+
+fn is_sandbox(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case(SANDBOX_HOST)))
+        .unwrap_or(false)
+}
+
+/// `--rate` when none is given: 100/min on Banxa's sandbox, else 450/min.
+pub fn default_rate(base_url: &str) -> Rate {
+    if is_sandbox(base_url) {
+        DEFAULT_SANDBOX_RATE
+    } else {
+        DEFAULT_RATE
+    }
+}
+
+/// `--mint-rate` when none is given: twice the Banxa rate, at most 540/min.
+pub fn default_mint_rate(rate: Rate) -> Rate {
+    let doubled = Rate {
+        n: rate.n.saturating_mul(2),
+        per: rate.per,
+    };
+    if doubled.per_second() > MAX_DEFAULT_MINT_RATE.per_second() {
+        MAX_DEFAULT_MINT_RATE
+    } else {
+        doubled
+    }
+}
+
+/// A warning, in words, when `rate` is above Banxa's published limit for
+/// `base_url` (loopback emulators have no published limit).
+pub fn rate_warning(rate: Rate, base_url: &str) -> Option<String> {
+    if is_loopback_url(base_url) {
+        return None;
+    }
+    let (limit, what) = if is_sandbox(base_url) {
+        (
+            120.0,
+            "120 requests per minute per merchant account on the sandbox",
+        )
+    } else {
+        (
+            500.0,
+            "500 requests per minute per IP, all endpoints together",
+        )
+    };
+    let per_min = f64::from(rate.n) * 60.0 / rate.per.as_secs_f64();
+    (per_min > limit).then(|| {
+        format!(
+            "--rate {rate} ({per_min:.0}/min) is above Banxa's published limit of {what}: expect 429s (each one retried and slowing the run) unless Banxa raised your limit"
+        )
+    })
+}
+
+/// True when the URL's host is a loopback address (or `localhost`).
+pub fn is_loopback_url(s: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(s.trim()) else {
+        return false;
+    };
+    let h = url.host_str().unwrap_or("");
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
 /// `https://…`, or `http://` to a loopback host only. Returns it without a
 /// trailing slash.
 pub fn check_base_url(s: &str) -> anyhow::Result<String> {
@@ -164,12 +260,7 @@ pub fn check_base_url(s: &str) -> anyhow::Result<String> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            let h = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = h.eq_ignore_ascii_case("localhost")
-                || h.parse::<IpAddr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false);
-            if !loopback {
+            if !is_loopback_url(s) {
                 bail!("refusing to send customer data over plain http to {host}: use https (http is allowed only to a loopback address, for the emulator)");
             }
         }
@@ -496,6 +587,44 @@ fn next_steps(s: &mut Summary, plan: &RunPlan, aborted: Option<&AbortReason>) {
     if aborted.is_none() && s.exit_code == 0 {
         s.next_steps
             .push("nothing left to do: every record is accepted".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rate_defaults_follow_the_published_limits() {
+        assert_eq!(default_rate("https://api.banxa.com"), r("450/min"));
+        assert_eq!(default_rate("https://api.banxa-sandbox.com"), r("100/min"));
+        assert_eq!(default_rate("https://API.Banxa-Sandbox.com"), r("100/min"));
+        assert_eq!(default_rate("http://127.0.0.1:8080"), r("450/min"));
+        assert_eq!(default_mint_rate(r("100/min")), r("200/min"));
+        assert_eq!(default_mint_rate(r("270/min")), r("540/min"));
+        assert_eq!(default_mint_rate(r("450/min")), r("540/min"));
+        assert_eq!(default_mint_rate(r("100/s")), r("540/min"));
+        assert_eq!(default_mint_rate(r("2/s")), r("4/s"));
+    }
+
+    #[test]
+    fn a_rate_above_the_limit_is_warned_about() {
+        assert!(rate_warning(r("450/min"), "https://api.banxa.com").is_none());
+        assert!(rate_warning(r("500/min"), "https://api.banxa.com").is_none());
+        let w = rate_warning(r("10/s"), "https://api.banxa.com").unwrap();
+        assert!(
+            w.contains("600/min") && w.contains("500 requests per minute"),
+            "{w}"
+        );
+        assert!(rate_warning(r("100/min"), "https://api.banxa-sandbox.com").is_none());
+        assert!(rate_warning(r("450/min"), "https://api.banxa-sandbox.com")
+            .unwrap()
+            .contains("120 requests per minute"));
+        assert!(rate_warning(r("100/s"), "http://127.0.0.1:1").is_none());
     }
 }
 

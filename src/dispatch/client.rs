@@ -2,34 +2,74 @@
 //!
 //! Every call signs the exact body bytes it sends with a fresh nonce, so a
 //! retry is a new request as far as Banxa's nonce check is concerned.
+//!
+//! Whatever the server (or a proxy in front of it) sends, memory stays
+//! bounded: at most [`MAX_ANSWER_BYTES`] of a body are read (more is a
+//! transport error for that attempt), hyper bounds the headers, and the
+//! per-request timeout covers the whole exchange, body included. What is
+//! kept of an answer for the results is bounded again (`crate::model`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::Value;
 
 use super::policy::{parse_retry_after, Answer};
+use crate::model::{bound_errors, cut_text, MAX_MESSAGE_BYTES};
 use crate::request::{NonceSource, Signer, SHARE_PATH};
 
+/// The most of an answer body read (Banxa's answers are a few hundred
+/// bytes; Sumsub's too). Larger is a transport error for that attempt.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// What one attempt produced.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub answer: Answer,
     pub trace_id: String,
     pub message: String,
-    /// The 422 `errors` object as compact JSON.
+    /// The 422 `errors` object as compact JSON (at most [`MAX_ERRORS_BYTES`]).
     pub errors: String,
+    /// Banxa's error `code` (e.g. `40103` on a 401), when the body has one.
+    pub code: Option<String>,
     pub latency: Duration,
 }
 
 impl Reply {
     pub fn status(&self) -> Option<u16> {
         match self.answer {
-            Answer::Http { status, .. } => Some(status),
+            Answer::Http { status, .. } | Answer::WrongIdentity { status, .. } => Some(status),
             _ => None,
         }
     }
+}
+
+/// Why an answer body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// More than the limit arrived (or was announced by Content-Length).
+    TooLarge { limit: usize },
+    /// The connection broke, timed out or sent garbage mid-body.
+    Read(reqwest::Error),
+}
+
+/// Reads at most `limit` bytes of an answer body: a `Content-Length` above
+/// the limit is refused before reading, and a body (chunked or not) that
+/// goes past it is dropped as soon as it does, so memory stays bounded
+/// whatever arrives.
+pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Read)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// Options for the HTTP client.
@@ -85,8 +125,9 @@ impl BanxaClient {
         }
     }
 
-    /// Signs `body` with a fresh nonce and posts it.
-    pub async fn send(&self, body: Bytes) -> Reply {
+    /// Signs `body` with a fresh nonce and posts it. `identity_reference`
+    /// is the row's: a 2xx that names another one is not a success.
+    pub async fn send(&self, body: Bytes, identity_reference: &str) -> Reply {
         let auth = self
             .signer
             .authorization(SHARE_PATH, self.nonces.next(), &body);
@@ -110,22 +151,95 @@ impl BanxaClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let bytes = match resp.bytes().await {
+        let bytes = match read_body(resp, MAX_ANSWER_BYTES).await {
             Ok(b) => b,
-            Err(e) => return transport_reply(&e, started.elapsed()),
+            Err(e) => return body_error_reply(status, e, started.elapsed()),
         };
         let latency = started.elapsed();
-        let (trace_id, message, errors) = parse_body(&bytes);
+        if (200..300).contains(&status) {
+            return accepted_reply(status, &bytes, identity_reference, latency);
+        }
+        let parsed = parse_body(&bytes);
+        let mut message = parsed.message;
+        if (300..400).contains(&status) {
+            message = format!(
+                "HTTP {status}: a redirect, not followed (Banxa does not redirect this endpoint: check --base-url)"
+            );
+        }
         Reply {
             answer: Answer::Http {
                 status,
                 retry_after,
             },
-            trace_id,
+            trace_id: parsed.trace_id,
             message,
-            errors,
+            errors: parsed.errors,
+            code: parsed.code,
             latency,
         }
+    }
+}
+
+/// A 2xx: accepted, unless its body names another identityReference.
+fn accepted_reply(status: u16, body: &[u8], identity_reference: &str, latency: Duration) -> Reply {
+    let mut reply = Reply {
+        answer: Answer::Http {
+            status,
+            retry_after: None,
+        },
+        trace_id: String::new(),
+        message: String::new(),
+        errors: String::new(),
+        code: None,
+        latency,
+    };
+    if let Some(named) = named_identity(body) {
+        if named != identity_reference {
+            let shown = if !named.is_empty()
+                && named.len() <= 64
+                && named
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                format!("`{named}`")
+            } else {
+                "another identityReference".to_string()
+            };
+            reply.answer = Answer::WrongIdentity { status };
+            reply.message = format!(
+                "Banxa answered {status} for {shown}, not for this row: not counted as accepted and not retried; ask Banxa (with the traceId or time) whether this customer was received before sending the row again"
+            );
+        }
+    }
+    reply
+}
+
+/// The identityReference a success body names: `None` when it names none
+/// (empty, not JSON, no such field, or `null`).
+fn named_identity(body: &[u8]) -> Option<String> {
+    // The usual body is tiny; a full parse of it is cheap.
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match v.get("identityReference")? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn body_error_reply(status: u16, e: BodyError, latency: Duration) -> Reply {
+    match e {
+        BodyError::TooLarge { limit } => Reply {
+            answer: Answer::Transport,
+            trace_id: String::new(),
+            message: format!(
+                "HTTP {status} with an answer body larger than {} KiB: not read (a proxy or a server that is not Banxa?)",
+                limit / 1024
+            ),
+            errors: String::new(),
+            code: None,
+            latency,
+        },
+        BodyError::Read(e) => transport_reply(&e, latency),
     }
 }
 
@@ -153,6 +267,7 @@ fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
         trace_id: String::new(),
         message,
         errors: String::new(),
+        code: None,
         latency,
     }
 }
@@ -200,42 +315,154 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// `traceId`, `message` and compact `errors` from an answer body, if JSON.
-fn parse_body(bytes: &[u8]) -> (String, String, String) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return (String::new(), String::new(), String::new());
+/// What is kept of an error body.
+#[derive(Debug, Default, PartialEq)]
+struct ParsedBody {
+    trace_id: String,
+    message: String,
+    errors: String,
+    code: Option<String>,
+}
+
+/// A scalar of an error body (`traceId`, `code`, `request_id`) as text,
+/// printable ASCII only and at most 128 characters (anything else is not
+/// an id and is dropped).
+fn scalar(v: Option<&Value>) -> Option<String> {
+    let s = match v? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
     };
-    let trace_id = match v.get("traceId") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => String::new(),
+    let ok = !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    ok.then_some(s)
+}
+
+/// `traceId`, `message` (with Banxa's `code` and `request_id`, when the
+/// body has them) and compact `errors` from an answer body, if JSON.
+/// `traceId` falls back to `request_id`.
+fn parse_body(bytes: &[u8]) -> ParsedBody {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return ParsedBody::default();
     };
-    let message = v
+    let code = scalar(v.get("code"));
+    let request_id = scalar(v.get("request_id")).or_else(|| scalar(v.get("requestId")));
+    let trace_id = scalar(v.get("traceId"))
+        .or_else(|| request_id.clone())
+        .unwrap_or_default();
+    let mut message = v
         .get("message")
-        .and_then(|m| m.as_str())
-        .map(|m| m.chars().take(500).collect())
+        .and_then(Value::as_str)
+        .map(|m| {
+            let clean: String = m
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            cut_text(clean.trim(), MAX_MESSAGE_BYTES / 2)
+        })
         .unwrap_or_default();
-    let errors = v
-        .get("errors")
-        .map(|e| serde_json::to_string(e).unwrap_or_default())
-        .unwrap_or_default();
-    (trace_id, message, errors)
+    let ids: Vec<String> = [
+        code.as_ref().map(|c| format!("code {c}")),
+        request_id.map(|r| format!("request_id {r}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !ids.is_empty() {
+        if !message.is_empty() {
+            message.push(' ');
+        }
+        message.push_str(&format!("({})", ids.join(", ")));
+    }
+    let errors = v.get("errors").map(bound_errors).unwrap_or_default();
+    ParsedBody {
+        trace_id,
+        message,
+        errors,
+        code,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{CUT_MARKER, ERRORS_CUT_KEY, MAX_ERRORS_BYTES};
 
     #[test]
     fn bodies_are_read_leniently() {
-        let (t, m, e) = parse_body(br#"{"message":"The given data was invalid.","errors":{"email":["bad"]},"status":422,"traceId":"abc"}"#);
+        let p = parse_body(br#"{"message":"The given data was invalid.","errors":{"email":["bad"]},"status":422,"traceId":"abc"}"#);
         assert_eq!(
-            (t.as_str(), m.as_str(), e.as_str()),
+            (p.trace_id.as_str(), p.message.as_str(), p.errors.as_str()),
             ("abc", "The given data was invalid.", r#"{"email":["bad"]}"#)
         );
-        assert_eq!(
-            parse_body(b"<html>"),
-            (String::new(), String::new(), String::new())
+        assert_eq!(parse_body(b"<html>"), ParsedBody::default());
+    }
+
+    #[test]
+    fn banxa_codes_and_request_ids_are_kept() {
+        let p = parse_body(
+            br#"{"message":"Unauthenticated.","status":401,"code":40103,"request_id":"req-9f2"}"#,
         );
+        assert_eq!(
+            p.message,
+            "Unauthenticated. (code 40103, request_id req-9f2)"
+        );
+        assert_eq!(p.trace_id, "req-9f2", "traceId falls back to request_id");
+        assert_eq!(p.code.as_deref(), Some("40103"));
+        let p = parse_body(br#"{"message":"x","traceId":"t-1","request_id":"r-1"}"#);
+        assert_eq!(p.trace_id, "t-1", "traceId wins over request_id");
+        let p = parse_body(br#"{"code":"40002"}"#);
+        assert_eq!(p.message, "(code 40002)");
+    }
+
+    #[test]
+    fn messages_and_errors_are_bounded() {
+        let long = format!(r#"{{"message":"{}","status":500}}"#, "é".repeat(5000));
+        let p = parse_body(long.as_bytes());
+        assert!(
+            p.message.len() <= MAX_MESSAGE_BYTES / 2,
+            "{}",
+            p.message.len()
+        );
+        assert!(p.message.ends_with(CUT_MARKER));
+
+        let mut fields = serde_json::Map::new();
+        for i in 0..3000 {
+            fields.insert(format!("field{i}"), serde_json::json!(["is invalid."]));
+        }
+        let e = bound_errors(&Value::Object(fields));
+        assert!(e.len() <= MAX_ERRORS_BYTES, "{}", e.len());
+        let back: serde_json::Map<String, Value> = serde_json::from_str(&e).expect("still JSON");
+        let note = back[ERRORS_CUT_KEY][0].as_str().unwrap();
+        let kept = back.len() - 1;
+        assert_eq!(note, format!("{} more fields not shown", 3000 - kept));
+        assert!(kept > 50, "{kept}");
+
+        let small = serde_json::json!({"email":["bad"]});
+        assert_eq!(bound_errors(&small), r#"{"email":["bad"]}"#);
+        let big = Value::String("x".repeat(10_000));
+        assert!(bound_errors(&big).len() < 100);
+    }
+
+    #[test]
+    fn a_success_for_another_identity_is_not_accepted() {
+        let ok = accepted_reply(
+            202,
+            br#"{"identityReference":"c-1"}"#,
+            "c-1",
+            Duration::ZERO,
+        );
+        assert!(matches!(ok.answer, Answer::Http { status: 202, .. }));
+        let none = accepted_reply(202, b"", "c-1", Duration::ZERO);
+        assert!(matches!(none.answer, Answer::Http { status: 202, .. }));
+        let other = accepted_reply(
+            202,
+            br#"{"identityReference":"c-2"}"#,
+            "c-1",
+            Duration::ZERO,
+        );
+        assert_eq!(other.answer, Answer::WrongIdentity { status: 202 });
+        assert!(other.message.contains("`c-2`"), "{}", other.message);
+        let odd = accepted_reply(202, br#"{"identityReference":7}"#, "c-1", Duration::ZERO);
+        assert_eq!(odd.answer, Answer::WrongIdentity { status: 202 });
     }
 }

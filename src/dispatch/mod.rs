@@ -277,7 +277,10 @@ enum MintFailure {
 
 async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
     match &job.payload {
-        Payload::Body(body) => Attempt::Banxa(ctx.client.send(body.clone()).await, None),
+        Payload::Body(body) => Attempt::Banxa(
+            ctx.client.send(body.clone(), &job.identity_reference).await,
+            None,
+        ),
         Payload::Mint {
             applicant_id,
             email,
@@ -315,7 +318,10 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
             };
             let mut body = Vec::with_capacity(512);
             req.write_body(&mut body);
-            let reply = ctx.client.send(Bytes::from(body)).await;
+            let reply = ctx
+                .client
+                .send(Bytes::from(body), &job.identity_reference)
+                .await;
             Attempt::Banxa(reply, Some(token))
         }
     }
@@ -382,6 +388,7 @@ async fn process(job: Job, ctx: &Ctx) {
                     trace_id: String::new(),
                     message,
                     errors: String::new(),
+                    code: None,
                     latency: started.elapsed(),
                 };
                 let mut f = final_of(&job, Outcome::Rejected, sent, attempts, reply, None);
@@ -401,6 +408,7 @@ async fn process(job: Job, ctx: &Ctx) {
                     trace_id: String::new(),
                     message,
                     errors: String::new(),
+                    code: None,
                     latency: started.elapsed(),
                 };
                 (d, reply, None)
@@ -424,9 +432,18 @@ async fn process(job: Job, ctx: &Ctx) {
                 return;
             }
             Decision::Unauthorized => {
+                let mut said = if reply.message.is_empty() {
+                    "Unauthenticated".to_string()
+                } else {
+                    reply.message.clone()
+                };
+                for p in job.private.iter().filter(|p| !p.is_empty()) {
+                    said = said.replace(p.as_str(), "***");
+                }
                 ctx.abort.trigger(AbortReason::Unauthorized(format!(
-                    "Banxa answered 401 Unauthenticated (record {}): the API key or secret is wrong or revoked",
-                    job.record
+                    "Banxa answered 401 {said} (record {}): {}",
+                    job.record,
+                    policy::explain_auth_code(reply.code.as_deref())
                 )));
                 return;
             }
@@ -466,8 +483,9 @@ fn final_of(
     } else {
         reply.message.clone()
     };
-    if outcome == Outcome::Failed {
-        message = format!("gave up after {tries} attempts: {message}");
+    if outcome == Outcome::Failed && !matches!(reply.answer, policy::Answer::WrongIdentity { .. }) {
+        let plural = if tries == 1 { "" } else { "s" };
+        message = format!("gave up after {tries} attempt{plural}: {message}");
     }
     let mut errors = reply.errors.clone();
     let minted = token.map(|t| t.expose().to_string());

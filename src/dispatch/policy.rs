@@ -25,6 +25,10 @@ pub enum Answer {
     /// The server's TLS certificate is not trusted (unknown issuer, wrong
     /// name, expired): a configuration problem that retrying cannot fix.
     Untrusted,
+    /// A success whose body names another identityReference: not this
+    /// row's answer. Final (`failed`) at once: sending again could share a
+    /// customer twice.
+    WrongIdentity { status: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +49,7 @@ pub fn retryable(answer: &Answer) -> bool {
     match answer {
         Answer::Http { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
         Answer::Timeout | Answer::Transport => true,
-        Answer::Untrusted => false,
+        Answer::Untrusted | Answer::WrongIdentity { .. } => false,
     }
 }
 
@@ -58,6 +62,7 @@ pub fn decide(answer: &Answer, attempt: u32, max_attempts: u32, jitter: f64) -> 
         } => Decision::Final(Outcome::Accepted),
         Answer::Http { status: 401, .. } => Decision::Unauthorized,
         Answer::Untrusted => Decision::Untrusted,
+        Answer::WrongIdentity { .. } => Decision::Final(Outcome::Failed),
         a if retryable(a) => {
             if attempt >= max_attempts {
                 return Decision::Final(Outcome::Failed);
@@ -92,6 +97,21 @@ pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// What a 401 from Banxa means, in words an operator can act on, from
+/// Banxa's published authentication error codes.
+pub fn explain_auth_code(code: Option<&str>) -> &'static str {
+    match code {
+        Some("40001") => "the nonce is not 10, 13 or 16 digits (kycshare sends 16: a proxy rewrote the header?); nothing in the data is wrong",
+        Some("40002") => "the nonce is too old for Banxa: this host's clock is off; sync it (NTP, e.g. `timedatectl status`) and continue",
+        Some("40003") => "a nonce was used twice: another process signs with the same key at the same time, or this host's clock jumped back; run one kycshare per key, check the clock, and continue",
+        Some("40100") => "Banxa does not know this API key here: a sandbox key on production (or the reverse)? check BANXA_API_KEY against --base-url",
+        Some("40101") => "the Authorization header was malformed when it reached Banxa: a proxy between here and Banxa may rewrite it",
+        Some("40102") => "the Authorization header was missing when it reached Banxa: a proxy between here and Banxa may strip it",
+        Some("40103") => "the signature does not match: BANXA_API_SECRET (or --api-secret-file) is not this key's secret, or something between here and Banxa changed the body after signing",
+        _ => "the API key or secret is wrong or revoked: check BANXA_API_KEY and BANXA_API_SECRET (or --api-secret-file)",
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +159,27 @@ mod tests {
             Decision::Final(Outcome::Failed)
         );
         assert_eq!(decide(&Answer::Untrusted, 1, 5, 0.5), Decision::Untrusted);
+        assert_eq!(
+            decide(&Answer::WrongIdentity { status: 202 }, 1, 5, 0.5),
+            Decision::Final(Outcome::Failed),
+            "an answer for another row is final at the first attempt"
+        );
+        for s in [301, 302, 307, 308] {
+            assert_eq!(
+                decide(&http(s), 1, 5, 0.5),
+                Decision::Final(Outcome::Rejected),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn auth_codes_are_explained() {
+        assert!(explain_auth_code(Some("40002")).contains("clock"));
+        assert!(explain_auth_code(Some("40100")).contains("sandbox key on production"));
+        assert!(explain_auth_code(Some("40103")).contains("secret"));
+        assert!(explain_auth_code(Some("40101")).contains("header"));
+        assert!(explain_auth_code(None).contains("wrong or revoked"));
     }
 
     #[test]

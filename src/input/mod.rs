@@ -358,9 +358,11 @@ impl Input {
         };
         let safe_id = if id_ok { id } else { "" };
 
-        // Every readable record with a well-formed identityReference counts
-        // for duplicates, valid or not.
-        let dup_of = if id_ok {
+        // Only a record that passed validation claims its
+        // identityReference (SPEC "Input"): an invalid record followed by a
+        // valid one with the same reference leaves the valid one to be sent,
+        // and `duplicate` always means "covered by an earlier valid record".
+        let dup_of = if id_ok && reasons.is_empty() {
             let h = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
             let key = [h as u32, (h >> 32) as u32, (h >> 64) as u32];
             match self.seen.entry(key) {

@@ -7,11 +7,14 @@
 
 use email_address::{EmailAddress, Options};
 
-/// Longest share token accepted (bytes).
+/// Longest share token accepted (bytes; Sumsub's 1 KB).
 pub const MAX_TOKEN_BYTES: usize = 1024;
+/// Shortest share token accepted (bytes; Banxa's published minimum).
+pub const MIN_TOKEN_BYTES: usize = 6;
 
-/// Longest email address accepted (RFC 5321 path limit).
-pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest email address accepted (characters; Banxa's published limit,
+/// below RFC 5321's 254).
+pub const MAX_EMAIL_CHARS: usize = 200;
 
 /// True when `s` is a well-formed identityReference (`[A-Za-z0-9-]+`).
 pub fn is_identity_reference(s: &str) -> bool {
@@ -93,7 +96,10 @@ pub fn check_email_full(s: &str) -> Result<(), String> {
         return Err("email: contains whitespace".into());
     }
     if s.chars().count() > MAX_EMAIL_CHARS {
-        return Err(format!("email: longer than {MAX_EMAIL_CHARS} characters"));
+        return Err(format!(
+            "email: {} characters, at most {MAX_EMAIL_CHARS} (Banxa's limit)",
+            s.chars().count()
+        ));
     }
     let Some((local, domain)) = s.rsplit_once('@') else {
         return Err("email: missing @".into());
@@ -197,14 +203,20 @@ pub fn check_token(s: &str) -> Result<(), String> {
         ));
     }
     // Fast path: printable ASCII without spaces, as real tokens are.
-    if s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Ok(());
+    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+        if s.chars().any(char::is_whitespace) {
+            return Err("token: contains whitespace".into());
+        }
+        if s.chars().any(char::is_control) {
+            return Err("token: contains a control character".into());
+        }
     }
-    if s.chars().any(char::is_whitespace) {
-        return Err("token: contains whitespace".into());
-    }
-    if s.chars().any(char::is_control) {
-        return Err("token: contains a control character".into());
+    if s.len() < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "token: {} byte{}, at least {MIN_TOKEN_BYTES} (Banxa's minimum: a cut-off export?)",
+            s.len(),
+            if s.len() == 1 { "" } else { "s" }
+        ));
     }
     Ok(())
 }
@@ -266,6 +278,23 @@ mod tests {
             .contains("whitespace"));
         assert!(check_email("jane@x..com").is_err());
         assert!(check_email("Jane <jane@x.com>").is_err());
+        let at_limit = format!(
+            "{}@{}.{}.{}",
+            "a".repeat(64),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(7)
+        );
+        assert_eq!(at_limit.chars().count(), 200);
+        assert!(
+            check_email(&at_limit).is_ok(),
+            "200 characters is Banxa's limit"
+        );
+        let over = format!("{at_limit}x");
+        assert_eq!(
+            check_email(&over).unwrap_err(),
+            "email: 201 characters, at most 200 (Banxa's limit)"
+        );
         assert!(is_plain_email("a.b+c@x-y.example.com"));
         assert!(!is_plain_email("a..b@x.com"));
         assert!(!is_plain_email("a@-x.com"));
@@ -297,7 +326,12 @@ mod tests {
         assert_eq!(check_vendor("SumSub").unwrap(), "sumsub");
         assert_eq!(check_vendor("").unwrap(), "sumsub");
         assert!(check_vendor("onfido").unwrap_err().contains("onfido"));
-        assert!(check_token("abc").is_ok());
+        assert!(check_token("abcdef").is_ok());
+        assert_eq!(
+            check_token("abcde").unwrap_err(),
+            "token: 5 bytes, at least 6 (Banxa's minimum: a cut-off export?)"
+        );
+        assert!(check_token("a").unwrap_err().starts_with("token: 1 byte,"));
         assert_eq!(check_token("").unwrap_err(), "token: missing");
         assert!(check_token("a b").unwrap_err().contains("whitespace"));
         assert_eq!(

@@ -8,7 +8,7 @@
 //! (`Bearer KEY:SIGNATURE:NONCE`), the key is the configured one, the
 //! signature (lowercase hex HMAC-SHA256 over `METHOD\nPATH\nNONCE\nBODY`,
 //! recomputed over the raw body bytes) matches in constant time, the nonce is
-//! digits only, within 5 minutes of the server clock, and unused.
+//! 10, 13 or 16 digits, within 5 minutes of the server clock, and unused.
 
 use std::collections::BTreeSet;
 
@@ -68,6 +68,21 @@ impl AuthFailure {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// Banxa's published authentication error code for this failure
+    /// (`--error-codes`). A revoked key is one Banxa no longer knows; a body
+    /// that is not compact cannot match the signature.
+    pub fn code(self) -> u32 {
+        match self {
+            AuthFailure::BadNonce => 40001,
+            AuthFailure::StaleNonce => 40002,
+            AuthFailure::ReusedNonce => 40003,
+            AuthFailure::UnknownKey | AuthFailure::Revoked => 40100,
+            AuthFailure::MalformedHeader => 40101,
+            AuthFailure::MissingHeader => 40102,
+            AuthFailure::BadSignature | AuthFailure::NotCompact => 40103,
+        }
+    }
 }
 
 /// The three parts of `Authorization: Bearer KEY:SIGNATURE:NONCE`.
@@ -106,24 +121,24 @@ pub struct Nonce {
     pub micros: u64,
 }
 
-/// Parses a nonce: digits only; its unit is inferred from its magnitude
-/// (below 10^11 seconds, below 10^14 milliseconds, below 10^17
-/// microseconds; today those are 10, 13 and 16 digits).
+/// Parses a nonce as Banxa documents it: a unix timestamp of exactly 10
+/// (seconds), 13 (milliseconds) or 16 (microseconds) digits; any other
+/// length is refused (`40001`).
 pub fn parse_nonce(text: &str) -> Result<Nonce, AuthFailure> {
-    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(AuthFailure::BadNonce);
     }
-    let value: u64 = text.parse().map_err(|_| AuthFailure::BadNonce)?;
-    let micros = if value < 100_000_000_000 {
-        value * 1_000_000
-    } else if value < 100_000_000_000_000 {
-        value * 1_000
-    } else if value < 100_000_000_000_000_000 {
-        value
-    } else {
-        return Err(AuthFailure::BadNonce);
+    let scale = match text.len() {
+        10 => 1_000_000,
+        13 => 1_000,
+        16 => 1,
+        _ => return Err(AuthFailure::BadNonce),
     };
-    Ok(Nonce { value, micros })
+    let value: u64 = text.parse().map_err(|_| AuthFailure::BadNonce)?;
+    Ok(Nonce {
+        value,
+        micros: value.saturating_mul(scale),
+    })
 }
 
 /// Checks the key and the signature: the stateless part of authentication.

@@ -145,6 +145,8 @@ pub struct MockConfig {
     /// Serve HTTPS with this certificate chain and private key (both PEM);
     /// `None`: plain HTTP.
     pub tls: Option<TlsPem>,
+    /// 401 bodies carry Banxa's `code` (40001…40103) and a `request_id`.
+    pub error_codes: bool,
 }
 
 /// A server certificate chain and its private key, both PEM.
@@ -214,6 +216,7 @@ impl MockConfig {
             sumsub_latency: Duration::ZERO,
             sumsub_forbidden_client: None,
             tls: None,
+            error_codes: false,
         }
     }
 
@@ -780,8 +783,20 @@ fn share(shared: &Shared, parts: &hyper::http::request::Parts, body: &Bytes) -> 
         }
     });
     if let Err(reason) = checked {
-        let mut decision =
-            Decision::answer(json(StatusCode::UNAUTHORIZED, UNAUTHENTICATED.to_string()));
+        let body = if shared.config.error_codes {
+            // Banxa's documented codes, and a request_id as Banxa asks
+            // integrators to log.
+            serde_json::json!({
+                "message": "Unauthenticated.",
+                "status": 401,
+                "code": reason.code(),
+                "request_id": shared.trace_id(),
+            })
+            .to_string()
+        } else {
+            UNAUTHENTICATED.to_string()
+        };
+        let mut decision = Decision::answer(json(StatusCode::UNAUTHORIZED, body));
         decision.reason = Some(reason);
         return decision;
     }

@@ -11,7 +11,8 @@
 //!    `X-App-Token` equal to the configured app token (constant time),
 //!    `X-App-Access-Sig` the lowercase hex HMAC-SHA256 of
 //!    `TS + METHOD + PATH_WITH_QUERY + BODY` (constant time),
-//!    `X-App-Access-Ts` unix seconds within 5 minutes of the server clock;
+//!    `X-App-Access-Ts` unix seconds within 1 minute of the server clock
+//!    (Sumsub's documented window);
 //! 2. body (400): a JSON object with a string `applicantId`, a non-empty
 //!    string `forClientId` and a positive integer `ttlInSecs`;
 //! 3. applicant (404): see [`applicant_exists`];
@@ -35,7 +36,7 @@ use crate::secret::Secret;
 /// Sumsub's share-token endpoint.
 pub const SHARE_TOKEN_PATH: &str = "/resources/accessTokens/shareToken";
 /// How far `X-App-Access-Ts` may be from the server clock, either way.
-pub const TS_WINDOW_SECS: u64 = 5 * 60;
+pub const TS_WINDOW_SECS: u64 = 60;
 /// Applicant ids starting with this do not exist (a 404 on demand).
 pub const UNKNOWN_PREFIX: &str = "unknown";
 /// Largest `ttlInSecs` accepted (a day); above it, 400.

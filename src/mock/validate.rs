@@ -118,6 +118,10 @@ impl Serialize for FieldErrors {
 }
 
 pub const TOKEN_MAX_CHARS: usize = 1024;
+/// Banxa's published minimum for `provider.token`.
+pub const TOKEN_MIN_CHARS: usize = 6;
+/// Banxa's published maximum for `email`.
+pub const EMAIL_MAX_CHARS: usize = 200;
 pub const VENDORS: &[&str] = &["sumsub"];
 
 /// Validates the fields. On success returns the identityReference.
@@ -139,6 +143,10 @@ pub fn validate(body: &Map<String, Value>) -> Result<String, FieldErrors> {
 
     match field("email") {
         v if is_missing(v) => errors.add("email", required("email")),
+        Some(Value::String(s)) if s.chars().count() > EMAIL_MAX_CHARS => errors.add(
+            "email",
+            format!("The email field must not be greater than {EMAIL_MAX_CHARS} characters."),
+        ),
         Some(Value::String(s)) if is_valid_email(s) => {}
         _ => errors.add(
             "email",
@@ -169,6 +177,11 @@ pub fn validate(body: &Map<String, Value>) -> Result<String, FieldErrors> {
             errors.add(
                 "provider.token",
                 format!("The provider.token field must not be greater than {TOKEN_MAX_CHARS} characters."),
+            );
+        } else if token.chars().count() < TOKEN_MIN_CHARS {
+            errors.add(
+                "provider.token",
+                format!("The provider.token field must be at least {TOKEN_MIN_CHARS} characters."),
             );
         }
     }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::OutputError;
+use crate::model::{bound_errors, cut_text, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES};
 
 /// The header row, exactly as the contract gives it.
 pub const HEADER: &str = "record,line,identityReference,outcome,httpStatus,attempts,traceId,message,errors,latencyMs,completedAt";
@@ -190,6 +191,27 @@ impl ResultsWriter {
             self.stamp = (ms, rfc3339_millis(row.completed_at));
         }
         let at = &self.stamp.1;
+        // Whatever a server sent, a results row stays small (SPEC: message
+        // at most 1 KiB, errors at most 4 KiB of compact JSON). The answer
+        // reader already bounds both; this is the last guard.
+        let message: std::borrow::Cow<'_, str> = if row.message.len() > MAX_MESSAGE_BYTES {
+            cut_text(row.message, MAX_MESSAGE_BYTES).into()
+        } else {
+            row.message.into()
+        };
+        let errors: std::borrow::Cow<'_, str> = if row.errors.len() > MAX_ERRORS_BYTES {
+            match serde_json::from_str::<serde_json::Value>(row.errors) {
+                Ok(v) => bound_errors(&v).into(),
+                Err(_) => String::new().into(),
+            }
+        } else {
+            row.errors.into()
+        };
+        let trace_id = if row.trace_id.len() > 128 {
+            ""
+        } else {
+            row.trace_id
+        };
         self.w
             .write_record([
                 record.as_bytes(),
@@ -198,9 +220,9 @@ impl ResultsWriter {
                 row.outcome.as_str().as_bytes(),
                 status.as_bytes(),
                 attempts.as_bytes(),
-                row.trace_id.as_bytes(),
-                row.message.as_bytes(),
-                row.errors.as_bytes(),
+                trace_id.as_bytes(),
+                message.as_bytes(),
+                errors.as_bytes(),
                 latency.as_bytes(),
                 at.as_bytes(),
             ])

@@ -280,3 +280,42 @@ pub fn double_sends(record: &Path) -> (usize, usize) {
     let extra = per.values().map(|n| n.saturating_sub(1)).sum();
     (ids, extra)
 }
+
+/// Runs `cmd` and returns (exit code, peak RSS of the child in KiB, its
+/// stderr). Stdout is discarded.
+///
+/// The peak is the child's own `VmHWM` from /proc, polled while it runs:
+/// `wait4`'s `ru_maxrss` would also count the test process's memory at the
+/// moment of the spawn (Linux keeps the high-water mark across exec), so a
+/// busy test binary would make every child look big.
+pub fn run_measured(cmd: &mut Command, dir: &Path) -> (i32, u64, String) {
+    use std::process::Stdio;
+    let err_path = dir.join("measured.stderr");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kib) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    (
+        status.code().unwrap_or(-1),
+        peak_kib,
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
+    )
+}
