@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use kycshare::ledger::{fingerprint, Ledger, Update};
-use kycshare::output::Outcome;
+use kycshare::ledger::{Ledger, Update};
+use kycshare::model::{fingerprint, Outcome};
 
 fn id(i: usize) -> String {
     format!("c-{i:08}")

@@ -37,7 +37,7 @@ pub fn secret_from(
     if let Some(path) = file {
         let s = Secret::from_file(path).map_err(|e| CredentialError::File {
             path: path.display().to_string(),
-            reason: crate::input::source::describe_io(&e),
+            reason: crate::model::describe_io(&e),
         })?;
         if s.is_empty() {
             return Err(CredentialError::EmptyFile {

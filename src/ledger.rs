@@ -79,10 +79,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
-use crate::output::summary::Summary;
-use crate::output::Outcome;
+use crate::model::Outcome;
 
 /// `PRAGMA application_id` of a kycshare ledger ("kycs").
 pub const APPLICATION_ID: i32 = 0x6b79_6373;
@@ -175,26 +173,6 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
-/// The fingerprint of what is sent for an identity: SHA-256 over the tag
-/// `kycshare.fingerprint.v1`, then the normalised email (trimmed,
-/// ASCII-lowercased), mobile number (as given: already the normalised
-/// digits) and vendor (trimmed, lowercased), each preceded by its length as
-/// a big-endian u64. Never the token (it changes every export, single use).
-pub fn fingerprint(email: &str, mobile_number: &str, vendor: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"kycshare.fingerprint.v1");
-    let email = email.trim().to_ascii_lowercase();
-    let vendor = vendor.trim().to_ascii_lowercase();
-    for field in [
-        email.as_bytes(),
-        mobile_number.as_bytes(),
-        vendor.as_bytes(),
-    ] {
-        h.update((field.len() as u64).to_be_bytes());
-        h.update(field);
-    }
-    h.finalize().into()
-}
 
 /// A run's row in the `runs` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -249,21 +227,6 @@ pub struct RunCounts {
     pub requests_sent: u64,
 }
 
-impl From<&Summary> for RunCounts {
-    fn from(s: &Summary) -> RunCounts {
-        RunCounts {
-            total: s.total,
-            accepted: s.accepted,
-            invalid: s.invalid,
-            duplicate: s.duplicate,
-            rejected: s.rejected,
-            failed: s.failed,
-            skipped: s.skipped,
-            validated: s.validated,
-            requests_sent: s.requests_sent,
-        }
-    }
-}
 
 /// One run, as [`Ledger::report`] lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -455,7 +418,7 @@ fn io_err<'a>(path: &'a Path, what: &'static str) -> impl Fn(std::io::Error) -> 
     move |e| LedgerError::Io {
         path: path.display().to_string(),
         what,
-        reason: crate::input::source::describe_io(&e),
+        reason: crate::model::describe_io(&e),
     }
 }
 
@@ -467,7 +430,7 @@ pub fn lock_path(path: &Path) -> PathBuf {
 }
 
 fn stamp(t: SystemTime) -> String {
-    crate::output::results::rfc3339_millis(t)
+    crate::model::rfc3339_millis(t)
 }
 
 fn parse_stamp(s: &str) -> SystemTime {
@@ -1065,6 +1028,7 @@ pub fn in_use_by(path: &Path) -> Option<LockHolder> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fingerprint;
 
     fn t(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + secs)

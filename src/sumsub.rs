@@ -24,7 +24,7 @@ use sha2::Sha256;
 
 use crate::credentials::{secret_from, CredentialError};
 use crate::dispatch::client::{read_body, BodyError, MAX_ANSWER_BYTES};
-use crate::dispatch::policy::{parse_retry_after, Answer};
+use crate::model::{parse_retry_after, Answer};
 use crate::secret::Secret;
 
 /// Sumsub's production API.

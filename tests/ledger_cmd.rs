@@ -7,8 +7,9 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use kycshare::ledger::{fingerprint, Ledger, RunCounts, Update};
-use kycshare::output::Outcome;
+use kycshare::ledger::{Ledger, RunCounts, Update};
+use kycshare::model::fingerprint;
+use kycshare::model::Outcome;
 
 fn t(secs: u64) -> SystemTime {
     // 2026-11-26T02:00:00Z

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kycshare::dispatch::policy::Answer as PolicyAnswer;
+use kycshare::model::Answer as PolicyAnswer;
 use kycshare::mock::{MockConfig, MockServer, Stats};
 use kycshare::secret::Secret;
 use kycshare::sumsub::{MintResult, SumsubClient, SumsubCredentials};

@@ -24,14 +24,15 @@ use crate::dispatch::client::{http_client, BanxaClient, HttpOptions};
 use crate::dispatch::concurrency::{Concurrency, Slots};
 use crate::dispatch::limiter::{Rate, RateLimiter};
 use crate::dispatch::{
-    self, Abort, AbortReason, DispatchConfig, DispatchStats, Job, OutMsg, Payload,
+    self, DispatchConfig, DispatchStats, Job, Payload,
 };
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
 use crate::output::journal::{self, Journal};
 use crate::output::progress::Progress;
 use crate::output::results::{read_prior, Prior};
 use crate::output::retry::RetryWriter;
-use crate::output::{check_writable, Counts, Outcome, ResultsWriter, Summary};
+use crate::model::{Abort, AbortReason, OutMsg, Outcome};
+use crate::output::{check_writable, Counts, ResultsWriter, Summary};
 use crate::request::{NonceSource, Signer};
 
 /// Everything a run needs, checked. `run` builds it from the command line,
@@ -681,7 +682,7 @@ fn read_jobs(
             }
             Verdict::Valid(row) => {
                 let fingerprint = ledger
-                    .map(|_| crate::ledger::fingerprint(row.email, row.mobile_number, row.vendor));
+                    .map(|_| crate::model::fingerprint(row.email, row.mobile_number, row.vendor));
                 let skip = matches!((ledger, &fingerprint), (Some(l), Some(fp)) if l.should_skip(row.identity_reference, fp));
                 if skip {
                     send_unsent(

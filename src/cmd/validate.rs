@@ -10,7 +10,8 @@ use crate::cmd::{check_existing_results, results_path, Ctx};
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
 use crate::output::progress::Progress;
 use crate::output::summary::Reasons;
-use crate::output::{Counts, Outcome, ResultRow, ResultsWriter, Summary};
+use crate::model::Outcome;
+use crate::output::{Counts, ResultRow, ResultsWriter, Summary};
 use crate::request::{NonceSource, Signer, SHARE_PATH};
 use crate::secret::Secret;
 

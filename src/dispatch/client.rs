@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 
-use super::policy::{parse_retry_after, Answer};
+use crate::model::{parse_retry_after, Answer};
 use crate::model::{bound_errors, cut_text, MAX_MESSAGE_BYTES};
 use crate::request::{NonceSource, Signer, SHARE_PATH};
 

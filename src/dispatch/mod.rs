@@ -22,15 +22,14 @@ pub mod limiter;
 pub mod policy;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
-use crate::output::Outcome;
+use crate::model::{Abort, AbortReason, Answer, Final, OutMsg, Outcome};
 use client::{BanxaClient, Reply};
 use concurrency::Slots;
 use limiter::RateLimiter;
@@ -84,98 +83,7 @@ pub struct MintConfig {
     pub timeout: Duration,
 }
 
-/// A record's final outcome, for the output stage.
-#[derive(Debug, Clone)]
-pub struct Final {
-    pub record: u64,
-    pub line: u64,
-    pub identity_reference: String,
-    pub outcome: Outcome,
-    pub http_status: Option<u16>,
-    pub attempts: u32,
-    pub trace_id: String,
-    pub message: String,
-    pub errors: String,
-    pub latency_ms: Option<u64>,
-    pub completed_at: SystemTime,
-    /// The input record, kept only for `failed` (the retry file).
-    pub raw: Option<csv::ByteRecord>,
-    /// The row's ledger fingerprint (sent rows, with `--ledger`).
-    pub fingerprint: Option<[u8; 32]>,
-}
 
-/// Messages to the output stage.
-#[derive(Debug)]
-pub enum OutMsg {
-    Final(Final),
-    /// A record that failed in an earlier run (`--resume`): retry file only.
-    EarlierFailed(csv::ByteRecord),
-    /// Once a second: sync the results file if rows were written.
-    Tick,
-}
-
-/// Why a run stopped before the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AbortReason {
-    Unauthorized(String),
-    Signal(String),
-    Storage(String),
-    Input(String),
-    /// The server's TLS certificate is not trusted.
-    Untrusted(String),
-}
-
-impl std::fmt::Display for AbortReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AbortReason::Unauthorized(m) => write!(f, "{m}"),
-            AbortReason::Signal(s) => write!(
-                f,
-                "{s} received: stopped taking new rows, let requests in flight finish"
-            ),
-            AbortReason::Storage(m) => write!(f, "cannot write the results: {m}"),
-            AbortReason::Input(m) => write!(f, "input error: {m}"),
-            AbortReason::Untrusted(m) => write!(f, "{m}"),
-        }
-    }
-}
-
-/// Stop signal shared by every stage; the first reason wins.
-#[derive(Clone, Default)]
-pub struct Abort {
-    token: CancellationToken,
-    reason: Arc<Mutex<Option<AbortReason>>>,
-}
-
-impl Abort {
-    pub fn new() -> Abort {
-        Abort::default()
-    }
-
-    pub fn trigger(&self, reason: AbortReason) {
-        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
-        if r.is_none() {
-            tracing::warn!(reason = %reason, "stopping the run");
-            *r = Some(reason);
-        }
-        self.token.cancel();
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    pub fn reason(&self) -> Option<AbortReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub async fn triggered(&self) {
-        self.token.cancelled().await
-    }
-}
 
 /// Settings of the dispatcher.
 pub struct DispatchConfig {
@@ -270,7 +178,7 @@ enum MintFailure {
     /// Sumsub refused for good (4xx): the row is rejected, Banxa never sees it.
     Rejected(u16, String),
     /// Worth retrying (Sumsub 429/5xx/timeout/transport).
-    Retry(policy::Answer, String),
+    Retry(Answer, String),
     /// Sumsub 401: stop the run.
     Unauthorized(String),
 }
@@ -381,7 +289,7 @@ async fn process(job: Job, ctx: &Ctx) {
             }
             Attempt::MintFailed(MintFailure::Rejected(status, message)) => {
                 let reply = Reply {
-                    answer: policy::Answer::Http {
+                    answer: Answer::Http {
                         status,
                         retry_after: None,
                     },
@@ -404,7 +312,7 @@ async fn process(job: Job, ctx: &Ctx) {
                     rand::random::<f64>(),
                 );
                 let reply = Reply {
-                    answer: policy::Answer::Transport,
+                    answer: Answer::Transport,
                     trace_id: String::new(),
                     message,
                     errors: String::new(),
@@ -483,7 +391,7 @@ fn final_of(
     } else {
         reply.message.clone()
     };
-    if outcome == Outcome::Failed && !matches!(reply.answer, policy::Answer::WrongIdentity { .. }) {
+    if outcome == Outcome::Failed && !matches!(reply.answer, Answer::WrongIdentity { .. }) {
         let plural = if tries == 1 { "" } else { "s" };
         message = format!("gave up after {tries} attempt{plural}: {message}");
     }

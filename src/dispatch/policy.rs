@@ -4,32 +4,12 @@
 
 use std::time::Duration;
 
-use crate::output::Outcome;
+use crate::model::{Answer, Outcome};
 
 /// Exponential backoff base and cap (full jitter between 0 and the bound).
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-/// What came back for one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// An HTTP answer.
-    Http {
-        status: u16,
-        retry_after: Option<Duration>,
-    },
-    /// No answer within `--timeout`.
-    Timeout,
-    /// Could not connect, or the connection broke before an answer.
-    Transport,
-    /// The server's TLS certificate is not trusted (unknown issuer, wrong
-    /// name, expired): a configuration problem that retrying cannot fix.
-    Untrusted,
-    /// A success whose body names another identityReference: not this
-    /// row's answer. Final (`failed`) at once: sending again could share a
-    /// customer twice.
-    WrongIdentity { status: u16 },
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -89,15 +69,6 @@ pub fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Dura
     }
 }
 
-/// Parses a `Retry-After` value: delay-seconds or an HTTP date.
-pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
 
 /// What a 401 from Banxa means, in words an operator can act on, from
 /// Banxa's published authentication error codes.
@@ -117,6 +88,7 @@ pub fn explain_auth_code(code: Option<&str>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::parse_retry_after;
 
     fn http(status: u16) -> Answer {
         Answer::Http {

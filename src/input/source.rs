@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use flate2::read::MultiGzDecoder;
 
 use super::InputError;
+use crate::model::describe_io;
 
 /// Where the records come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,16 +89,6 @@ fn has_gz_extension(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// An io::Error in words an operator can act on.
-pub fn describe_io(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "no such file".into(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (check the file's owner and mode)".into()
-        }
-        _ => e.to_string(),
-    }
-}
 
 /// The default path of an output file beside the input: `export.csv` and
 /// `export.csv.gz` give `export.<suffix>.csv`.

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use super::progress::Progress;
 use super::retry::RetryWriter;
 use super::summary::Reasons;
-use super::{Counts, Outcome, OutputError, ResultRow, ResultsWriter};
-use crate::dispatch::{Abort, AbortReason, Final, OutMsg};
+use super::{Counts, OutputError, ResultRow, ResultsWriter};
+use crate::model::Outcome;
+use crate::model::{Abort, AbortReason, Final, OutMsg};
 
 /// What the journal thread reports at the end.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::Outcome;
+use crate::model::Outcome;
 
 /// What a run reports to the metrics file.
 #[derive(Debug, Clone, Default)]

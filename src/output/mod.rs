@@ -13,7 +13,7 @@ pub mod summary;
 
 use std::path::Path;
 
-pub use results::{Outcome, ResultRow, ResultsWriter};
+pub use results::{ResultRow, ResultsWriter};
 pub use summary::{Counts, Summary};
 
 /// Problems with the files kycshare writes.
@@ -36,7 +36,7 @@ impl OutputError {
         OutputError::Io {
             path: path.display().to_string(),
             kind: e.kind(),
-            reason: crate::input::source::describe_io(&e),
+            reason: crate::model::describe_io(&e),
         }
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Counts, Outcome};
+use super::Counts;
+use crate::model::Outcome;
 
 /// Records done of total, rate, ETA, and the message (outcome tallies).
 fn style(with_total: bool) -> ProgressStyle {

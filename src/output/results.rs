@@ -8,68 +8,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 
 use super::OutputError;
+use crate::model::{rfc3339_millis, Outcome};
 use crate::model::{bound_errors, cut_text, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES};
 
 /// The header row, exactly as the contract gives it.
 pub const HEADER: &str = "record,line,identityReference,outcome,httpStatus,attempts,traceId,message,errors,latencyMs,completedAt";
 
-/// The final outcome of one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Accepted,
-    Invalid,
-    Duplicate,
-    Rejected,
-    Failed,
-    Skipped,
-    Validated,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 7] = [
-        Outcome::Accepted,
-        Outcome::Invalid,
-        Outcome::Duplicate,
-        Outcome::Rejected,
-        Outcome::Failed,
-        Outcome::Skipped,
-        Outcome::Validated,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Invalid => "invalid",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-            Outcome::Skipped => "skipped",
-            Outcome::Validated => "validated",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Outcome> {
-        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-
-    /// Outcomes that make the exit code 0.
-    pub fn is_success(self) -> bool {
-        matches!(
-            self,
-            Outcome::Accepted | Outcome::Skipped | Outcome::Validated
-        )
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// One row of the results file.
 #[derive(Debug, Clone)]
@@ -87,10 +33,6 @@ pub struct ResultRow<'a> {
     pub completed_at: SystemTime,
 }
 
-/// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T12:00:00.123Z`.
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
 
 /// Appends result rows; flushes each one and syncs at least once a second.
 pub struct ResultsWriter {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::Outcome;
+use crate::model::Outcome;
 
 /// Outcome counters, shared with the progress bar.
 #[derive(Debug, Default)]
@@ -226,6 +226,23 @@ impl Summary {
             let _ = writeln!(s, "Next: {n}");
         }
         s
+    }
+}
+
+/// What the ledger records of a run.
+impl From<&Summary> for crate::ledger::RunCounts {
+    fn from(s: &Summary) -> crate::ledger::RunCounts {
+        crate::ledger::RunCounts {
+            total: s.total,
+            accepted: s.accepted,
+            invalid: s.invalid,
+            duplicate: s.duplicate,
+            rejected: s.rejected,
+            failed: s.failed,
+            skipped: s.skipped,
+            validated: s.validated,
+            requests_sent: s.requests_sent,
+        }
     }
 }
 

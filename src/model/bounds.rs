@@ -1,8 +1,4 @@
-//! The types and limits every stage shares, at the bottom of the crate:
-//! any module may import this one, and it imports none of them.
-//!
-//! Not for: behaviour. What lives here is data and small pure functions
-//! on it.
+//! The bounds of what reaches the results file: `message` and `errors`.
 
 use serde_json::Value;
 
