@@ -16,6 +16,7 @@ pub mod cmd;
 pub mod credentials;
 pub mod dispatch;
 pub mod input;
+pub mod http;
 pub mod ledger;
 pub mod logging;
 pub mod mock;
@@ -23,4 +24,4 @@ pub mod model;
 pub mod output;
 pub mod request;
 pub mod secret;
-pub mod sumsub;
+

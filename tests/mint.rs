@@ -194,9 +194,9 @@ fn tokens_minted_up_front_expire_while_just_in_time_tokens_do_not() {
     let ids = many(30);
     // Mint every token up front, with a 2-second lifetime, as an export would carry them.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = kycshare::sumsub::SumsubClient::new(
+    let client = kycshare::request::mint::SumsubClient::new(
         &e.url,
-        kycshare::sumsub::SumsubCredentials {
+        kycshare::request::mint::SumsubCredentials {
             app_token: APP.into(),
             secret_key: kycshare::secret::Secret::new(SUMSUB_SECRET),
         },
@@ -207,7 +207,7 @@ fn tokens_minted_up_front_expire_while_just_in_time_tokens_do_not() {
     let mut s = String::from("identityReference,email,mobileNumber,token\n");
     for (i, app) in ids.iter().enumerate() {
         let t = match rt.block_on(client.mint(app, std::time::Duration::from_secs(5))) {
-            kycshare::sumsub::MintResult::Token(t) => t,
+            kycshare::request::mint::MintResult::Token(t) => t,
             other => panic!("{other:?}"),
         };
         s.push_str(&format!(

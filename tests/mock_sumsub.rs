@@ -1,5 +1,5 @@
 //! The emulator's Sumsub share-token endpoint and `--check-tokens`, and the
-//! Sumsub client (`kycshare::sumsub`) against it, over real loopback HTTP.
+//! Sumsub client (`kycshare::request::mint`) against it, over real loopback HTTP.
 //!
 //! Signatures pasted here were computed outside Rust, with OpenSSL:
 //!
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use kycshare::model::Answer as PolicyAnswer;
 use kycshare::mock::{MockConfig, MockServer, Stats};
 use kycshare::secret::Secret;
-use kycshare::sumsub::{MintResult, SumsubClient, SumsubCredentials};
+use kycshare::request::mint::{MintResult, SumsubClient, SumsubCredentials};
 use serde_json::{json, Value};
 
 const KEY: &str = "test-key";

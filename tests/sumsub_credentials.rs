@@ -1,9 +1,9 @@
-//! `kycshare::sumsub::credentials`: SUMSUB_APP_TOKEN with SUMSUB_SECRET_KEY
+//! `kycshare::request::mint::credentials`: SUMSUB_APP_TOKEN with SUMSUB_SECRET_KEY
 //! or a secret file. One test in its own binary (its own process), because
 //! it changes the environment.
 
 use kycshare::credentials::CredentialError;
-use kycshare::sumsub::credentials;
+use kycshare::request::mint::credentials;
 
 #[test]
 fn sumsub_credentials_from_the_environment_or_a_file() {

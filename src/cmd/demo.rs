@@ -11,7 +11,7 @@ use crate::cli::DemoArgs;
 use crate::cmd::run::{execute, RunPlan};
 use crate::cmd::{print_summary, Ctx};
 use crate::credentials::BanxaCredentials;
-use crate::dispatch::client::HttpOptions;
+use crate::http::HttpOptions;
 use crate::dispatch::concurrency::Concurrency;
 use crate::input::{InputOptions, Source};
 use crate::mock::{MockConfig, MockServer};
@@ -102,7 +102,7 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             ledger: None,
             metrics: None,
             mint: args.mint.then(|| crate::cmd::run::MintPlan {
-                creds: crate::sumsub::SumsubCredentials {
+                creds: crate::request::mint::SumsubCredentials {
                     app_token: sumsub_token,
                     secret_key: sumsub_secret,
                 },

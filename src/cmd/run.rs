@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use crate::cli::RunArgs;
 use crate::cmd::{check_existing_results, print_summary, results_path, Ctx};
 use crate::credentials::BanxaCredentials;
-use crate::dispatch::client::{http_client, BanxaClient, HttpOptions};
+use crate::dispatch::client::BanxaClient;
+use crate::http::{http_client, HttpOptions};
 use crate::dispatch::concurrency::{Concurrency, Slots};
 use crate::dispatch::limiter::{Rate, RateLimiter};
 use crate::dispatch::{
@@ -59,7 +60,7 @@ pub struct RunPlan {
 
 /// `--mint`: where and how tokens are minted.
 pub struct MintPlan {
-    pub creds: crate::sumsub::SumsubCredentials,
+    pub creds: crate::request::mint::SumsubCredentials,
     pub base_url: String,
     pub for_client_id: String,
     pub ttl_secs: u64,
@@ -89,7 +90,7 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         (None, Source::Stdin) => crate::input::source::beside(&results, "retry"),
     };
     let mint = if args.mint {
-        let creds = crate::sumsub::credentials(args.sumsub_secret_file.as_deref())?.ok_or_else(|| {
+        let creds = crate::request::mint::credentials(args.sumsub_secret_file.as_deref())?.ok_or_else(|| {
             anyhow!("--mint needs Sumsub credentials: set SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY (or --sumsub-secret-file FILE)")
         })?;
         let for_client_id = args
@@ -103,9 +104,9 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
             Some(u) => u.clone(),
             None if is_loopback_url(&base_url) => bail!(
                 "--mint with a loopback --base-url ({base_url}) needs --sumsub-base-url: a rehearsal must not mint production tokens from {}; point it at the emulator too (e.g. --sumsub-base-url {base_url})",
-                crate::sumsub::DEFAULT_BASE_URL
+                crate::request::mint::DEFAULT_BASE_URL
             ),
-            None => crate::sumsub::DEFAULT_BASE_URL.to_string(),
+            None => crate::request::mint::DEFAULT_BASE_URL.to_string(),
         };
         let base = check_base_url(&sumsub_base).context("--sumsub-base-url")?;
         Some(MintPlan {
@@ -329,7 +330,7 @@ pub async fn execute(mut plan: RunPlan, handle_signals: bool) -> anyhow::Result<
 
     let http = http_client(&plan.http).map_err(|e| anyhow!(e))?;
     let mint = plan.mint.take().map(|m| crate::dispatch::MintConfig {
-        client: crate::sumsub::SumsubClient::new(
+        client: crate::request::mint::SumsubClient::new(
             &m.base_url,
             m.creds,
             m.for_client_id,

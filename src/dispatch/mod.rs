@@ -77,7 +77,7 @@ pub enum Payload {
 
 /// Minting settings (`run --mint`).
 pub struct MintConfig {
-    pub client: crate::sumsub::SumsubClient,
+    pub client: crate::request::mint::SumsubClient,
     /// Sumsub's own rate limit (`--mint-rate`).
     pub limiter: Arc<RateLimiter>,
     pub timeout: Duration,
@@ -203,14 +203,14 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
             };
             mint.limiter.until_ready().await;
             let token = match mint.client.mint(applicant_id, mint.timeout).await {
-                crate::sumsub::MintResult::Token(t) => t,
-                crate::sumsub::MintResult::Rejected { status, message } => {
+                crate::request::mint::MintResult::Token(t) => t,
+                crate::request::mint::MintResult::Rejected { status, message } => {
                     return Attempt::MintFailed(MintFailure::Rejected(status, message))
                 }
-                crate::sumsub::MintResult::Retryable { answer, message } => {
+                crate::request::mint::MintResult::Retryable { answer, message } => {
                     return Attempt::MintFailed(MintFailure::Retry(answer, message))
                 }
-                crate::sumsub::MintResult::Unauthorized { message } => {
+                crate::request::mint::MintResult::Unauthorized { message } => {
                     return Attempt::MintFailed(MintFailure::Unauthorized(message))
                 }
             };

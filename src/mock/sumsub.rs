@@ -2,7 +2,7 @@
 //! `POST /resources/accessTokens/shareToken`.
 //!
 //! Written from Sumsub's documentation alone. It must not call the client
-//! (`crate::sumsub`): the signature is recomputed here by separate code, so
+//! (`crate::request::mint`): the signature is recomputed here by separate code, so
 //! a bug in the client's signer cannot hide behind the same bug here.
 //!
 //! Checks, in order (the first failure answers):

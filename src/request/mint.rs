@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::credentials::{secret_from, CredentialError};
-use crate::dispatch::client::{read_body, BodyError, MAX_ANSWER_BYTES};
+use crate::http::{read_body, BodyError, MAX_ANSWER_BYTES};
 use crate::model::{parse_retry_after, Answer};
 use crate::secret::Secret;
 
