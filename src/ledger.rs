@@ -173,7 +173,6 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
-
 /// A run's row in the `runs` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RunId(pub i64);
@@ -226,7 +225,6 @@ pub struct RunCounts {
     pub validated: u64,
     pub requests_sent: u64,
 }
-
 
 /// One run, as [`Ledger::report`] lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

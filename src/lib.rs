@@ -15,8 +15,8 @@ pub mod cli;
 pub mod cmd;
 pub mod credentials;
 pub mod dispatch;
-pub mod input;
 pub mod http;
+pub mod input;
 pub mod ledger;
 pub mod logging;
 pub mod mock;
@@ -24,4 +24,3 @@ pub mod model;
 pub mod output;
 pub mod request;
 pub mod secret;
-

@@ -16,10 +16,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kycshare::model::Answer as PolicyAnswer;
 use kycshare::mock::{MockConfig, MockServer, Stats};
-use kycshare::secret::Secret;
+use kycshare::model::Answer as PolicyAnswer;
 use kycshare::request::mint::{MintResult, SumsubClient, SumsubCredentials};
+use kycshare::secret::Secret;
 use serde_json::{json, Value};
 
 const KEY: &str = "test-key";

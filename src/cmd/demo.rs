@@ -3,16 +3,20 @@
 //! 500s, then runs the bundled sample export through the real `run`
 //! pipeline, with the progress bar, and prints the summary.
 
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::dispatch::limiter::Rate;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::DemoArgs;
 use crate::cmd::run::{execute, RunPlan};
 use crate::cmd::{print_summary, Ctx};
 use crate::credentials::BanxaCredentials;
-use crate::http::HttpOptions;
 use crate::dispatch::concurrency::Concurrency;
+use crate::http::HttpOptions;
 use crate::input::{InputOptions, Source};
 use crate::mock::{MockConfig, MockServer};
 use crate::secret::Secret;
@@ -137,4 +141,29 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         }
         Ok(summary.exit_code)
     })
+}
+
+pub const DEMO_ABOUT: &str = "\
+Runs the real import end to end on the embedded emulator: starts a local Banxa
+on a loopback port with throwaway credentials and a few injected 500s, sends
+the bundled sample export (200 customers, some invalid and duplicate rows)
+through the same pipeline as `run`, with the progress bar, and prints the
+summary and where the results are. Needs no network and no set-up.";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's export copy, results and retry file.
+    #[arg(long, default_value = "kycshare-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The rate of the demo run.
+    #[arg(long, default_value = "100/s", value_name = "N/min|N/s")]
+    pub rate: Rate,
+    /// Also print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the just-in-time minting path: the export carries Sumsub
+    /// applicant ids and each token is minted from the emulated Sumsub
+    /// right before its request.
+    #[arg(long)]
+    pub mint: bool,
 }

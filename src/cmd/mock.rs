@@ -358,3 +358,13 @@ mod tests {
         assert!(parse_probability("NaN").is_err());
     }
 }
+
+pub const MOCK_ABOUT: &str = "\
+A local Banxa: serves POST /eapi/v0/identities/token/share exactly as the API
+is documented (HMAC check, nonces, validation with 422, rate limit with 429)
+and injects faults on request, so that a migration can be rehearsed with no
+network and no real credentials. Prints `listening on http://ADDR` once ready.
+
+Example:
+  BANXA_API_KEY=test BANXA_API_SECRET=test kycshare mock --listen 127.0.0.1:8080 --fail-rate 0.05 --seed 1
+  curl http://127.0.0.1:8080/stats";

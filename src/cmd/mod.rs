@@ -7,11 +7,13 @@ pub mod mock;
 pub mod run;
 pub mod validate;
 
+use clap::Args;
+
+use crate::input::Mapping;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use crate::cli::InputArgs;
 use crate::input::Source;
 use crate::output::results::{looks_like_results, read_prior};
 use crate::output::OutputError;
@@ -79,5 +81,66 @@ pub fn print_summary(summary: &crate::output::Summary, json: bool) {
             Ok(s) => println!("{s}"),
             Err(e) => tracing::error!("cannot serialise the summary: {e}"),
         }
+    }
+}
+
+/// Flags shared by the commands that read an export.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// The export: a CSV file, a .gz of one (read decompressed), or - for standard input.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+    /// Read FIELD from COLUMN (repeatable). FIELD is one of identityReference,
+    /// email, mobileNumber, vendor, token (and applicantId with --mint).
+    /// Example: --map identityReference=customer_id --map "email=E-mail".
+    #[arg(long = "map", value_name = "FIELD=COLUMN")]
+    pub maps: Vec<Mapping>,
+    /// The field separator: one character, or `tab`.
+    #[arg(long, value_name = "C", default_value = ",", value_parser = parse_delimiter)]
+    pub delimiter: u8,
+    /// Where to write the per-record results (default: beside the input,
+    /// export.csv -> export.results.csv; required when INPUT is -).
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// Also print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Replace an existing results file instead of refusing.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn parse_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
+        _ => Err(format!("`{s}`: expected seconds, above 0 and at most 3600")),
+    }
+}
+
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => return Ok(b'\t'),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    if b.len() == 1 && b[0].is_ascii() && b[0] != b'"' && b[0] != b'\n' && b[0] != b'\r' {
+        Ok(b[0])
+    } else {
+        Err(format!(
+            "`{s}`: the delimiter must be one ASCII character other than a quote or a line break (or `tab`)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter(";").unwrap(), b';');
+        assert_eq!(parse_delimiter("tab").unwrap(), b'\t');
+        assert!(parse_delimiter("ab").is_err());
+        assert!(parse_delimiter("\"").is_err());
     }
 }

@@ -8,6 +8,9 @@
 //!
 //! with bounded channels, so memory stays flat whatever the file size.
 
+use clap::Args;
+
+use crate::cmd::{parse_timeout, InputArgs};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,22 +20,19 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::cli::RunArgs;
 use crate::cmd::{check_existing_results, print_summary, results_path, Ctx};
 use crate::credentials::BanxaCredentials;
 use crate::dispatch::client::BanxaClient;
-use crate::http::{http_client, HttpOptions};
 use crate::dispatch::concurrency::{Concurrency, Slots};
 use crate::dispatch::limiter::{Rate, RateLimiter};
-use crate::dispatch::{
-    self, DispatchConfig, DispatchStats, Job, Payload,
-};
+use crate::dispatch::{self, DispatchConfig, DispatchStats, Job, Payload};
+use crate::http::{http_client, HttpOptions};
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
+use crate::model::{Abort, AbortReason, OutMsg, Outcome};
 use crate::output::journal::{self, Journal};
 use crate::output::progress::Progress;
 use crate::output::results::{read_prior, Prior};
 use crate::output::retry::RetryWriter;
-use crate::model::{Abort, AbortReason, OutMsg, Outcome};
 use crate::output::{check_writable, Counts, ResultsWriter, Summary};
 use crate::request::{NonceSource, Signer};
 
@@ -772,4 +772,112 @@ async fn watch_signals(abort: Abort) {
             std::process::exit(3);
         }
     }
+}
+
+pub const RUN_ABOUT: &str = "\
+The import. Streams the export through a rate-limited, concurrent sender that
+signs and posts one share request per valid row, and writes every record's
+final outcome to the results file as it happens.
+
+Credentials: BANXA_API_KEY and BANXA_API_SECRET in the environment, or the
+secret in a file with --api-secret-file (never on the command line).
+
+Outcomes: accepted (202), rejected (4xx: fix the row), failed (429/5xx/
+timeouts after --max-attempts: copied to the retry file), invalid and
+duplicate (never sent).
+
+Stopping and continuing: Ctrl-C (or SIGTERM) stops taking rows, lets requests
+in flight finish and exits 3; a kill loses nothing either. Continue with the
+same command plus --resume: records already in the results file are skipped.
+A 401 from Banxa stops the run the same way (exit 3).
+
+Examples:
+  kycshare run export.csv --base-url https://api.banxa-sandbox.com
+  kycshare run export.csv --base-url https://api.banxa.com --resume
+  kycshare run export.retry.csv --base-url https://api.banxa.com
+  kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
+  kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
+  kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force  (nightly)
+
+Files: export.results.csv (one row per record, the journal), export.retry.csv
+(failed rows, input columns). See docs/running-a-migration.md.";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Banxa's base URL: https://api.banxa-sandbox.com (sandbox) or
+    /// https://api.banxa.com (production). http:// only to loopback (the emulator).
+    #[arg(long, env = "KYCSHARE_BASE_URL", value_name = "URL")]
+    pub base_url: String,
+    /// Most requests per second or minute, never exceeded over any window.
+    /// Default 450/min (Banxa allows 500/min per IP, all endpoints
+    /// together), 100/min on Banxa's sandbox (120/min per merchant there).
+    /// A rate above the published limit is allowed (limits can be
+    /// negotiated) but warned about.
+    #[arg(long, value_name = "N/min|N/s")]
+    pub rate: Option<Rate>,
+    /// Requests in flight at once: `auto` holds enough to keep the rate at
+    /// the latency observed, or a fixed number.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    pub concurrency: Concurrency,
+    /// Attempts per row for retryable answers (429, 5xx, 408, timeouts,
+    /// connection errors) before the row is `failed`.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: f64,
+    /// Where to copy the failed rows (default: beside the input,
+    /// export.csv -> export.retry.csv).
+    #[arg(long, value_name = "FILE")]
+    pub retry_file: Option<PathBuf>,
+    /// Continue a stopped run: skip every record already in the results file.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) in addition to the built-in public
+    /// roots, e.g. a private CA in front of a proxy. An untrusted server
+    /// certificate stops the run at once (exit 3, resumable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Nightly reconciliation: a SQLite ledger of what Banxa accepted. Rows
+    /// accepted before with the same email, mobile number and vendor are
+    /// `skipped`; new, changed and earlier-failed rows are sent.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+    /// Write Prometheus metrics (rows by outcome, duration, exit code, last
+    /// success) to FILE at the end, atomically (node_exporter textfile).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Just-in-time share tokens: the input carries Sumsub's applicantId
+    /// (column `applicantId`, or --map applicantId=COL) instead of a token;
+    /// a fresh token is minted from Sumsub right before each request (and
+    /// each retry). Needs SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY.
+    #[arg(long, requires = "for_client_id")]
+    pub mint: bool,
+    /// With --mint: Banxa's client id in Sumsub (the recipient of the share).
+    #[arg(long, value_name = "ID")]
+    pub for_client_id: Option<String>,
+    /// With --mint: lifetime of each minted token.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub token_ttl: u64,
+    /// With --mint: Sumsub's API base URL (default https://api.sumsub.com).
+    /// Required when --base-url is a loopback emulator: a rehearsal must not
+    /// mint production tokens.
+    #[arg(long, value_name = "URL")]
+    pub sumsub_base_url: Option<String>,
+    /// With --mint: most Sumsub requests per second or minute (default:
+    /// twice --rate, at most 540/min: Sumsub allows 50 POST per 5 s, so
+    /// minting keeps up with the run but a retry storm cannot flood Sumsub).
+    #[arg(long, value_name = "N/min|N/s")]
+    pub mint_rate: Option<Rate>,
+    /// With --mint: read the Sumsub secret key from this file instead of SUMSUB_SECRET_KEY.
+    #[arg(long, value_name = "FILE")]
+    pub sumsub_secret_file: Option<PathBuf>,
+    /// Refused: a secret on the command line lands in shell history and `ps`.
+    #[arg(long, hide = true, value_name = "SECRET")]
+    pub api_secret: Option<String>,
 }

@@ -16,9 +16,9 @@ use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::Value;
 
-use crate::model::{parse_retry_after, Answer};
-use crate::model::{bound_errors, cut_text, MAX_MESSAGE_BYTES};
 use crate::http::{read_body, BodyError, MAX_ANSWER_BYTES};
+use crate::model::{bound_errors, cut_text, MAX_MESSAGE_BYTES};
+use crate::model::{parse_retry_after, Answer};
 use crate::request::{NonceSource, Signer, SHARE_PATH};
 
 /// What one attempt produced.
@@ -42,7 +42,6 @@ impl Reply {
         }
     }
 }
-
 
 /// Banxa's share endpoint with the credentials that sign for it.
 pub struct BanxaClient {

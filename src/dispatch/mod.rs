@@ -83,8 +83,6 @@ pub struct MintConfig {
     pub timeout: Duration,
 }
 
-
-
 /// Settings of the dispatcher.
 pub struct DispatchConfig {
     pub max_attempts: u32,

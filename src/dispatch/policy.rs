@@ -10,7 +10,6 @@ use crate::model::{Answer, Outcome};
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The record's outcome is final.
@@ -68,7 +67,6 @@ pub fn backoff(attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Dura
         None => jittered,
     }
 }
-
 
 /// What a 401 from Banxa means, in words an operator can act on, from
 /// Banxa's published authentication error codes.

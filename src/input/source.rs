@@ -89,7 +89,6 @@ fn has_gz_extension(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-
 /// The default path of an output file beside the input: `export.csv` and
 /// `export.csv.gz` give `export.<suffix>.csv`.
 pub fn beside(input: &Path, suffix: &str) -> PathBuf {

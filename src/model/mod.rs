@@ -16,7 +16,9 @@ mod outcome;
 
 pub use abort::{Abort, AbortReason};
 pub use answer::{parse_retry_after, Answer};
-pub use bounds::{bound_errors, cut_text, CUT_MARKER, ERRORS_CUT_KEY, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES};
+pub use bounds::{
+    bound_errors, cut_text, CUT_MARKER, ERRORS_CUT_KEY, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES,
+};
 pub use fingerprint::fingerprint;
 pub use outcome::{Final, OutMsg, Outcome};
 

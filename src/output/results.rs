@@ -8,14 +8,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-
 use super::OutputError;
-use crate::model::{rfc3339_millis, Outcome};
 use crate::model::{bound_errors, cut_text, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES};
+use crate::model::{rfc3339_millis, Outcome};
 
 /// The header row, exactly as the contract gives it.
 pub const HEADER: &str = "record,line,identityReference,outcome,httpStatus,attempts,traceId,message,errors,latencyMs,completedAt";
-
 
 /// One row of the results file.
 #[derive(Debug, Clone)]
@@ -32,7 +30,6 @@ pub struct ResultRow<'a> {
     pub latency_ms: Option<u64>,
     pub completed_at: SystemTime,
 }
-
 
 /// Appends result rows; flushes each one and syncs at least once a second.
 pub struct ResultsWriter {
