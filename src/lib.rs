@@ -22,5 +22,6 @@ pub mod logging;
 pub mod mock;
 pub mod model;
 pub mod output;
+pub mod pipeline;
 pub mod request;
 pub mod secret;

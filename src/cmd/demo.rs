@@ -4,27 +4,48 @@
 //! pipeline, with the progress bar, and prints the summary.
 
 use std::path::PathBuf;
-
-use clap::Args;
-
-use crate::dispatch::limiter::Rate;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::Args;
 
-use crate::cmd::run::{execute, RunPlan};
 use crate::cmd::{print_summary, Ctx};
 use crate::credentials::BanxaCredentials;
-use crate::dispatch::concurrency::Concurrency;
-use crate::http::HttpOptions;
-use crate::input::{InputOptions, Source};
+use crate::dispatch::limiter::Rate;
 use crate::mock::{MockConfig, MockServer};
+use crate::pipeline::{MintSettings, Plan, Settings};
+use crate::request::mint::SumsubCredentials;
 use crate::secret::Secret;
 
 /// The bundled sample export: 200 customers, some invalid, some duplicates.
 const SAMPLE: &[u8] = include_bytes!("../../fixtures/sample.csv");
 /// The same kind of export for `--mint`: Sumsub applicant ids, no tokens.
 const SAMPLE_MINT: &[u8] = include_bytes!("../../fixtures/sample-mint.csv");
+
+pub const DEMO_ABOUT: &str = "\
+Runs the real import end to end on the embedded emulator: starts a local Banxa
+on a loopback port with throwaway credentials and a few injected 500s, sends
+the bundled sample export (200 customers, some invalid and duplicate rows)
+through the same pipeline as `run`, with the progress bar, and prints the
+summary and where the results are. Needs no network and no set-up.";
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's export copy, results and retry file.
+    #[arg(long, default_value = "kycshare-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The rate of the demo run.
+    #[arg(long, default_value = "100/s", value_name = "N/min|N/s")]
+    pub rate: Rate,
+    /// Also print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Show the just-in-time minting path: the export carries Sumsub
+    /// applicant ids and each token is minted from the emulated Sumsub
+    /// right before its request.
+    #[arg(long)]
+    pub mint: bool,
+}
 
 pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&args.dir)
@@ -75,51 +96,34 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
                 ""
             }
         );
-        let plan = RunPlan {
-            source: Source::File(input.clone()),
-            opts: InputOptions {
-                mode: if args.mint {
-                    crate::input::TokenMode::Mint
-                } else {
-                    crate::input::TokenMode::Token
-                },
-                ..InputOptions::default()
-            },
-            results: results.clone(),
-            retry,
-            resume: false,
-            force: true,
-            base_url: server.base_url(),
-            creds: BanxaCredentials {
-                api_key: key,
-                api_secret: secret,
-            },
-            rate: args.rate,
-            concurrency: Concurrency::Auto,
-            max_attempts: 5,
-            timeout: Duration::from_secs(10),
-            http: HttpOptions {
-                ca_cert_pem: None,
-                max_idle_per_host: 64,
-            },
-            progress: !ctx.quiet,
-            ledger: None,
-            metrics: None,
-            mint: args.mint.then(|| crate::cmd::run::MintPlan {
-                creds: crate::request::mint::SumsubCredentials {
-                    app_token: sumsub_token,
-                    secret_key: sumsub_secret,
-                },
-                base_url: server.base_url(),
-                for_client_id: "banxa-demo".into(),
-                ttl_secs: 600,
-                rate: crate::dispatch::limiter::Rate {
-                    n: args.rate.n.saturating_mul(2),
-                    per: args.rate.per,
-                },
+        let mut settings = Settings::new(&input, server.base_url());
+        settings.results = Some(results.clone());
+        settings.retry_file = Some(retry);
+        settings.force = true;
+        settings.rate = Some(args.rate);
+        settings.timeout = Duration::from_secs(10);
+        settings.progress = !ctx.quiet;
+        settings.credentials = Some(BanxaCredentials {
+            api_key: key,
+            api_secret: secret,
+        });
+        settings.mint = args.mint.then(|| MintSettings {
+            for_client_id: Some("banxa-demo".into()),
+            sumsub_base_url: Some(server.base_url()),
+            // The emulated Sumsub has no limit of its own: minting keeps
+            // pace with the demo's rate (twice it, for the retries).
+            mint_rate: Some(Rate {
+                n: args.rate.n.saturating_mul(2),
+                per: args.rate.per,
             }),
-        };
-        let summary = execute(plan, true).await;
+            credentials: Some(SumsubCredentials {
+                app_token: sumsub_token,
+                secret_key: sumsub_secret,
+            }),
+            ..MintSettings::default()
+        });
+        let plan = Plan::resolve(settings)?;
+        let summary = crate::pipeline::execute(plan, true).await;
         let stats = server.stats();
         server.shutdown().await;
         let summary = summary?;
@@ -141,29 +145,4 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         }
         Ok(summary.exit_code)
     })
-}
-
-pub const DEMO_ABOUT: &str = "\
-Runs the real import end to end on the embedded emulator: starts a local Banxa
-on a loopback port with throwaway credentials and a few injected 500s, sends
-the bundled sample export (200 customers, some invalid and duplicate rows)
-through the same pipeline as `run`, with the progress bar, and prints the
-summary and where the results are. Needs no network and no set-up.";
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Folder for the demo's export copy, results and retry file.
-    #[arg(long, default_value = "kycshare-demo", value_name = "DIR")]
-    pub dir: PathBuf,
-    /// The rate of the demo run.
-    #[arg(long, default_value = "100/s", value_name = "N/min|N/s")]
-    pub rate: Rate,
-    /// Also print the summary as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// Show the just-in-time minting path: the export carries Sumsub
-    /// applicant ids and each token is minted from the emulated Sumsub
-    /// right before its request.
-    #[arg(long)]
-    pub mint: bool,
 }

@@ -15,6 +15,33 @@ use std::fmt::Write;
 
 use crate::ledger::{LedgerReport, LedgerView};
 
+pub const LEDGER_ABOUT: &str = "\
+Show what a ledger (`kycshare run --ledger FILE`) holds: how many identities
+Banxa has accepted, how many were last rejected or failed (those are sent
+again by the next run), the oldest failure still pending, and the last runs
+with their counts and exit codes.
+
+The ledger is read, never changed, and without taking the run lock, so this
+works while a nightly run is going. A run with no end time either is still
+going or was killed (the next run picks up where it stopped). See
+docs/nightly.md for scheduling, alerting and sqlite3 queries.
+
+Exit codes: 0 shown, 2 the file is missing or is not a ledger.
+
+Example:
+  kycshare ledger /var/lib/kycshare/ledger.db
+  kycshare ledger /var/lib/kycshare/ledger.db --json | jq .oldestPendingFailure";
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The ledger file (an SQLite database written by `kycshare run --ledger FILE`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print one JSON object on stdout instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(args: LedgerArgs) -> anyhow::Result<i32> {
     let report = LedgerView::open(&args.file)?.report()?;
     if args.json {
@@ -126,31 +153,4 @@ pub fn render(r: &LedgerReport) -> String {
         }
     }
     s
-}
-
-pub const LEDGER_ABOUT: &str = "\
-Show what a ledger (`kycshare run --ledger FILE`) holds: how many identities
-Banxa has accepted, how many were last rejected or failed (those are sent
-again by the next run), the oldest failure still pending, and the last runs
-with their counts and exit codes.
-
-The ledger is read, never changed, and without taking the run lock, so this
-works while a nightly run is going. A run with no end time either is still
-going or was killed (the next run picks up where it stopped). See
-docs/nightly.md for scheduling, alerting and sqlite3 queries.
-
-Exit codes: 0 shown, 2 the file is missing or is not a ledger.
-
-Example:
-  kycshare ledger /var/lib/kycshare/ledger.db
-  kycshare ledger /var/lib/kycshare/ledger.db --json | jq .oldestPendingFailure";
-
-#[derive(Debug, Args)]
-pub struct LedgerArgs {
-    /// The ledger file (an SQLite database written by `kycshare run --ledger FILE`).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
-    /// Print one JSON object on stdout instead of the text report.
-    #[arg(long)]
-    pub json: bool,
 }

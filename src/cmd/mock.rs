@@ -26,6 +26,16 @@ use anyhow::{bail, Context};
 use crate::mock::{MockConfig, MockServer};
 use crate::secret::Secret;
 
+pub const MOCK_ABOUT: &str = "\
+A local Banxa: serves POST /eapi/v0/identities/token/share exactly as the API
+is documented (HMAC check, nonces, validation with 422, rate limit with 429)
+and injects faults on request, so that a migration can be rehearsed with no
+network and no real credentials. Prints `listening on http://ADDR` once ready.
+
+Example:
+  BANXA_API_KEY=test BANXA_API_SECRET=test kycshare mock --listen 127.0.0.1:8080 --fail-rate 0.05 --seed 1
+  curl http://127.0.0.1:8080/stats";
+
 /// A local Banxa emulator: serves POST /eapi/v0/identities/token/share with
 /// Banxa's authentication, validation and rate limit, plus injected faults,
 /// Sumsub's POST /resources/accessTokens/shareToken (share-token minting),
@@ -358,13 +368,3 @@ mod tests {
         assert!(parse_probability("NaN").is_err());
     }
 }
-
-pub const MOCK_ABOUT: &str = "\
-A local Banxa: serves POST /eapi/v0/identities/token/share exactly as the API
-is documented (HMAC check, nonces, validation with 422, rate limit with 429)
-and injects faults on request, so that a migration can be rehearsed with no
-network and no real credentials. Prints `listening on http://ADDR` once ready.
-
-Example:
-  BANXA_API_KEY=test BANXA_API_SECRET=test kycshare mock --listen 127.0.0.1:8080 --fail-rate 0.05 --seed 1
-  curl http://127.0.0.1:8080/stats";

@@ -1,5 +1,6 @@
-//! One module per command, each holding only that command's wiring; the
-//! stages (`input`, `request`, `dispatch`, `output`) hold the logic.
+//! One module per command, each holding its arguments, its help text and
+//! its wiring (xsv's shape); the stages and the run pipeline
+//! (`crate::pipeline`) hold the logic.
 
 pub mod demo;
 pub mod ledger;
@@ -7,62 +8,16 @@ pub mod mock;
 pub mod run;
 pub mod validate;
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use crate::input::Mapping;
-use std::path::{Path, PathBuf};
-
-use anyhow::bail;
-
-use crate::input::Source;
-use crate::output::results::{looks_like_results, read_prior};
-use crate::output::OutputError;
 
 /// Settings every command gets from the global flags.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub quiet: bool,
-}
-
-/// The results path: `--results`, else beside the input. Standard input
-/// needs `--results`.
-pub fn results_path(args: &InputArgs, source: &Source) -> anyhow::Result<PathBuf> {
-    match (&args.results, source) {
-        (Some(p), _) => Ok(p.clone()),
-        (None, Source::File(p)) => Ok(crate::input::source::beside(p, "results")),
-        (None, Source::Stdin) => {
-            bail!("reading standard input (-) needs --results FILE: there is no input file to put the results beside")
-        }
-    }
-}
-
-/// Refuses to overwrite an existing results file unless it only holds a
-/// dry run's rows (then `validate` may replace it) or `force`.
-pub fn check_existing_results(
-    path: &Path,
-    force: bool,
-    dry_run: bool,
-) -> Result<bool, OutputError> {
-    if !path.exists() {
-        return Ok(false);
-    }
-    if force {
-        return Ok(true);
-    }
-    let what = if !looks_like_results(path) {
-        "something that is not a kycshare results file".to_string()
-    } else {
-        match read_prior(path, false) {
-            Ok(p) if dry_run && p.only_dry_run() => return Ok(true),
-            Ok(p) if p.only_dry_run() => format!("the results of a dry run ({} rows)", p.rows),
-            Ok(p) => format!("the journal of a run ({} rows)", p.rows),
-            Err(_) => "an unreadable results file".to_string(),
-        }
-    };
-    Err(OutputError::Exists {
-        path: path.display().to_string(),
-        what,
-    })
 }
 
 /// The async runtime of the commands that talk HTTP (run, demo, mock).

@@ -8,22 +8,50 @@ use std::time::{Instant, SystemTime};
 
 use clap::Args;
 
-use crate::cmd::{check_existing_results, results_path, Ctx, InputArgs};
+use crate::cmd::{Ctx, InputArgs};
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
 use crate::model::Outcome;
 use crate::output::progress::Progress;
 use crate::output::summary::Reasons;
 use crate::output::{Counts, ResultRow, ResultsWriter, Summary};
+use crate::pipeline::plan::{check_existing_results, results_path};
 use crate::request::{NonceSource, Signer, SHARE_PATH};
 use crate::secret::Secret;
 
 const MINT_PLACEHOLDER: &str =
     "_act-minted-just-in-time-placeholder-0000000000000000000000000000000000000000";
 
+pub const VALIDATE_ABOUT: &str = "\
+Dry run: read the whole export, check every row as `run` would, build and sign
+each valid row's request (with BANXA_API_KEY/BANXA_API_SECRET if set, else a
+throwaway key), and send nothing.
+
+Every record gets one row in the results file with outcome `validated`,
+`invalid` (with the reason, e.g. `email: missing domain`) or `duplicate`
+(`duplicate of record 12`). Exit 0 when every row is valid, 1 when some are
+not, 2 when the file itself cannot be used (missing column, not a CSV, …).
+
+Example:
+  kycshare validate export.csv
+  kycshare validate export.csv.gz --map identityReference=customer_id --json";
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The input carries Sumsub's applicantId instead of a token (as for
+    /// `run --mint`): check applicantId; nothing is minted, no network.
+    #[arg(long)]
+    pub mint: bool,
+    /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
+    #[arg(long, value_name = "FILE")]
+    pub api_secret_file: Option<PathBuf>,
+}
+
 pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
     let started = Instant::now();
     let source = Source::from_arg(&args.input.input);
-    let results = results_path(&args.input, &source)?;
+    let results = results_path(args.input.results.as_deref(), &source)?;
     let replace = check_existing_results(&results, args.input.force, true)?;
     let opts = InputOptions {
         delimiter: args.input.delimiter,
@@ -135,31 +163,4 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
     }
     crate::cmd::print_summary(&summary, args.input.json);
     Ok(summary.exit_code)
-}
-
-pub const VALIDATE_ABOUT: &str = "\
-Dry run: read the whole export, check every row as `run` would, build and sign
-each valid row's request (with BANXA_API_KEY/BANXA_API_SECRET if set, else a
-throwaway key), and send nothing.
-
-Every record gets one row in the results file with outcome `validated`,
-`invalid` (with the reason, e.g. `email: missing domain`) or `duplicate`
-(`duplicate of record 12`). Exit 0 when every row is valid, 1 when some are
-not, 2 when the file itself cannot be used (missing column, not a CSV, …).
-
-Example:
-  kycshare validate export.csv
-  kycshare validate export.csv.gz --map identityReference=customer_id --json";
-
-#[derive(Debug, Args)]
-pub struct ValidateArgs {
-    #[command(flatten)]
-    pub input: InputArgs,
-    /// The input carries Sumsub's applicantId instead of a token (as for
-    /// `run --mint`): check applicantId; nothing is minted, no network.
-    #[arg(long)]
-    pub mint: bool,
-    /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
-    #[arg(long, value_name = "FILE")]
-    pub api_secret_file: Option<PathBuf>,
 }

@@ -1,0 +1,157 @@
+//! The report of a run: the summary (counts, reasons, what to do next),
+//! the exit code, the ledger's run row and the metrics file.
+
+use std::time::{Duration, SystemTime};
+
+use super::feed::ReadReport;
+use super::plan::Plan;
+use crate::ledger::{RunCounts, RunId};
+use crate::model::AbortReason;
+use crate::output::journal::JournalReport;
+use crate::output::{Counts, Summary};
+
+/// What the stages hand over once they have stopped.
+pub struct Finished<'a> {
+    pub counts: &'a Counts,
+    pub read: ReadReport,
+    pub journal: JournalReport,
+    pub requests_sent: u64,
+    pub elapsed: Duration,
+    pub aborted: Option<AbortReason>,
+    /// The run's row in the ledger (with `--ledger`).
+    pub run_id: Option<RunId>,
+}
+
+/// The summary of a finished (or stopped) run; closes its ledger run and
+/// writes the metrics file. Problems with either become next steps: the
+/// rows are already safe in the results file.
+pub fn summarise(plan: &Plan, f: Finished<'_>) -> Summary {
+    let mut summary = Summary::new(
+        "run",
+        &plan.source.display(),
+        &plan.results.display().to_string(),
+    );
+    summary.set_counts(f.counts);
+    summary.from_earlier_runs = f.read.earlier_done;
+    summary.requests_sent = f.requests_sent;
+    summary.elapsed_seconds = f.elapsed.as_secs_f64();
+    let this_run = summary.total.saturating_sub(f.read.earlier_done);
+    summary.records_per_second = this_run as f64 / summary.elapsed_seconds.max(1e-9);
+    summary.top_reasons = f.journal.reasons.top(5);
+    if f.journal.retry_written {
+        summary.retry_file = Some(plan.retry.display().to_string());
+    }
+    if let Some(r) = &f.aborted {
+        // Records read but without an outcome: --resume sends them.
+        summary.pending = f.read.records.saturating_sub(summary.total);
+        summary.total = summary.total.max(f.read.records);
+        summary.aborted = Some(r.to_string());
+        summary.exit_code = 3;
+    } else {
+        summary.exit_code = summary.completed_exit_code();
+    }
+    if !f.journal.in_doubt.is_empty() {
+        let list: Vec<String> = f
+            .journal
+            .in_doubt
+            .iter()
+            .map(|(r, id, o)| format!("record {r} ({id}): {o}"))
+            .collect();
+        summary.next_steps.push(format!(
+            "{} record(s) reached an outcome that could NOT be written to the results file; check them in Banxa before resuming: {}",
+            list.len(),
+            list.join(", ")
+        ));
+    }
+    next_steps(&mut summary, plan, f.aborted.as_ref());
+
+    let ended = SystemTime::now();
+    let mut last_success = None;
+    if let (Some(mut l), Some(id)) = (f.journal.ledger, f.run_id) {
+        let counts = RunCounts::from(&summary);
+        if let Err(e) = l.end_run(id, ended, &counts, summary.exit_code) {
+            summary
+                .next_steps
+                .push(format!("could not close the run in the ledger: {e}"));
+        }
+        last_success = l.last_success().ok().flatten();
+    }
+    if let Some(path) = &plan.metrics {
+        let mut m = crate::output::metrics::RunMetrics::from_summary(&summary);
+        m.ended_at = Some(ended);
+        m.last_success = if summary.exit_code == 0 {
+            Some(ended)
+        } else {
+            last_success
+        };
+        if let Err(e) = crate::output::metrics::write_metrics(path, &m) {
+            summary.next_steps.push(format!(
+                "could not write the metrics file {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    summary
+}
+
+fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>) {
+    let input = plan.source.display();
+    match aborted {
+        Some(AbortReason::Unauthorized(_)) => s.next_steps.push(format!(
+            "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET: wrong, or revoked?), then continue with: kycshare run {input} --base-url {} --resume",
+            plan.base_url
+        )),
+        Some(AbortReason::Untrusted(_)) => s.next_steps.push(format!(
+            "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), pass that CA with --ca-cert FILE (PEM); then continue with: kycshare run {input} --base-url {} --resume",
+            plan.base_url, plan.base_url
+        )),
+        Some(AbortReason::Storage(_)) => s.next_steps.push(format!(
+            "free space or fix {} (see the error above), then continue with: kycshare run {input} --base-url {} --resume",
+            plan.results.display(),
+            plan.base_url
+        )),
+        Some(AbortReason::Input(_)) => s.next_steps.push(format!(
+            "the input could not be read to the end (see above): re-export or repair it; the records already in {} are kept, and kycshare run {input} --base-url {} --resume sends the rest",
+            plan.results.display(),
+            plan.base_url
+        )),
+        Some(_) => s.next_steps.push(format!(
+            "{} record(s) not sent yet; continue with: kycshare run {input} --base-url {} --resume",
+            s.pending, plan.base_url
+        )),
+        None => {}
+    }
+    if s.failed > 0 {
+        s.next_steps.push(format!(
+            "{} row{} failed after retries (429/5xx/timeouts): retry them with kycshare run {} --base-url {}",
+            s.failed,
+            if s.failed == 1 { "" } else { "s" },
+            plan.retry.display(),
+            plan.base_url
+        ));
+    }
+    if s.rejected > 0 {
+        s.next_steps.push(format!(
+            "{} row{} rejected by Banxa: see columns message and errors in {}; fix the data and send those rows again",
+            s.rejected,
+            if s.rejected == 1 { " was" } else { "s were" },
+            plan.results.display()
+        ));
+    }
+    if s.invalid + s.duplicate > 0 {
+        s.next_steps.push(format!(
+            "{} row{} not sent (invalid or duplicate): see {}",
+            s.invalid + s.duplicate,
+            if s.invalid + s.duplicate == 1 {
+                " was"
+            } else {
+                "s were"
+            },
+            plan.results.display()
+        ));
+    }
+    if aborted.is_none() && s.exit_code == 0 {
+        s.next_steps
+            .push("nothing left to do: every record is accepted".into());
+    }
+}
