@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::cmd::{Ctx, InputArgs};
 use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
-use crate::model::Outcome;
+use crate::model::{problems_message, Outcome};
 use crate::output::progress::Progress;
 use crate::output::summary::Reasons;
 use crate::output::{Counts, ResultRow, ResultsWriter, Summary};
@@ -85,6 +85,7 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
     let mut signed_bytes: u64 = 0;
     let mut pending_progress = 0u64;
     let mut dup_msg = String::new();
+    let mut invalid_msg;
     while let Some(item) = input.next_item()? {
         let (outcome, message): (Outcome, &str) = match &item.verdict {
             Verdict::Valid(row) => {
@@ -99,7 +100,11 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
                 signed_bytes += std::hint::black_box(auth).len() as u64 + body.len() as u64;
                 (Outcome::Validated, "")
             }
-            Verdict::Invalid(why) => (Outcome::Invalid, why.as_str()),
+            Verdict::Invalid(problems) => {
+                reasons.add_problems(problems);
+                invalid_msg = problems_message(problems);
+                (Outcome::Invalid, invalid_msg.as_str())
+            }
             Verdict::Duplicate { of } => {
                 crate::input::duplicate_message(*of, &mut dup_msg);
                 (Outcome::Duplicate, dup_msg.as_str())
@@ -121,7 +126,9 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
             completed_at: SystemTime::now(),
         })?;
         counts.add(outcome, 1);
-        reasons.add(outcome, message);
+        if outcome != Outcome::Invalid {
+            reasons.add(outcome, message);
+        }
         pending_progress += 1;
         if pending_progress == 1024 {
             progress.inc(pending_progress);

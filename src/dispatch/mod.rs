@@ -415,5 +415,6 @@ fn final_of(
         completed_at: SystemTime::now(),
         raw: (outcome == Outcome::Failed).then(|| job.raw.clone()),
         fingerprint: job.fingerprint,
+        problems: Vec::new(),
     }
 }

@@ -17,6 +17,8 @@ pub mod validate;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::model::Problem;
+
 pub use columns::{Columns, Field, Mapping, TokenMode};
 pub use reader::{RawRecord, RecordReader};
 pub use source::Source;
@@ -115,8 +117,11 @@ impl<'a> Row<'a> {
 #[derive(Debug)]
 pub enum Verdict<'a> {
     Valid(Row<'a>),
-    Invalid(String),
-    Duplicate { of: u64 },
+    /// Every rule the record fails, in field order.
+    Invalid(Vec<Problem>),
+    Duplicate {
+        of: u64,
+    },
 }
 
 /// The message of a `duplicate` outcome, e.g. `duplicate of record 12`,
@@ -176,7 +181,7 @@ pub struct Input {
     /// 16 bytes an entry; a false match needs a 96-bit collision.
     seen: HashMap<[u32; 3], u32, BuildHasherDefault<PreHashed>>,
     mobile: String,
-    reasons: String,
+    reasons: Vec<Problem>,
 }
 
 impl Input {
@@ -232,7 +237,7 @@ impl Input {
             record_no: 0,
             seen: HashMap::default(),
             mobile: String::new(),
-            reasons: String::new(),
+            reasons: Vec::new(),
         })
     }
 
@@ -278,7 +283,7 @@ impl Input {
                 record,
                 line,
                 identity_reference: "",
-                verdict: Verdict::Invalid(why.clone()),
+                verdict: Verdict::Invalid(vec![Problem::Unreadable(why.clone())]),
                 raw: rec,
             }));
         }
@@ -287,31 +292,26 @@ impl Input {
                 record,
                 line,
                 identity_reference: "",
-                verdict: Verdict::Invalid(format!(
-                    "record has {} field{}, the header has {}",
-                    rec.len(),
-                    if rec.len() == 1 { "" } else { "s" },
-                    cols.width
-                )),
+                verdict: Verdict::Invalid(vec![Problem::FieldCount {
+                    got: rec.len(),
+                    want: cols.width,
+                }]),
                 raw: rec,
             }));
         }
 
         // Decode only the columns kycshare uses.
         self.reasons.clear();
-        let get = |f: Field, reasons: &mut String| -> &str {
+        let get = |f: Field, reasons: &mut Vec<Problem>| -> &str {
             let Some(i) = cols.get(f) else { return "" };
             let bytes = rec.field(i).unwrap_or_default();
             match std::str::from_utf8(bytes) {
                 Ok(s) => s.trim(),
                 Err(e) => {
-                    push_reason(
-                        reasons,
-                        &format!(
-                            "{f}: not valid UTF-8 (byte {} of the field; re-export the file as UTF-8)",
-                            e.valid_up_to() + 1
-                        ),
-                    );
+                    reasons.push(Problem::NotUtf8 {
+                        field: f.name(),
+                        byte: e.valid_up_to() + 1,
+                    });
                     "\u{0}"
                 }
             }
@@ -329,20 +329,20 @@ impl Input {
         let id_ok = id != "\u{0}" && validate::is_identity_reference(id);
         if utf8_ok {
             if let Err(e) = validate::check_identity_reference(id) {
-                push_reason(&mut reasons, &e);
+                reasons.push(e);
             }
             if let Err(e) = validate::check_email(email) {
-                push_reason(&mut reasons, &e);
+                reasons.push(e);
             }
             if let Err(e) = validate::normalize_mobile(mobile_raw, &mut self.mobile) {
-                push_reason(&mut reasons, &e);
+                reasons.push(e);
             }
             let checked = match self.mode {
                 TokenMode::Token => validate::check_token(token),
                 TokenMode::Mint => validate::check_applicant_id(applicant_id),
             };
             if let Err(e) = checked {
-                push_reason(&mut reasons, &e);
+                reasons.push(e);
             }
         }
         let vendor = match validate::check_vendor(if vendor_raw == "\u{0}" {
@@ -352,7 +352,7 @@ impl Input {
         }) {
             Ok(v) => v,
             Err(e) => {
-                push_reason(&mut reasons, &e);
+                reasons.push(e);
                 ""
             }
         };
@@ -401,13 +401,6 @@ impl Input {
             raw: rec,
         }))
     }
-}
-
-fn push_reason(reasons: &mut String, r: &str) {
-    if !reasons.is_empty() {
-        reasons.push_str("; ");
-    }
-    reasons.push_str(r);
 }
 
 fn read_error(path: &str, line: u64, e: &std::io::Error) -> InputError {

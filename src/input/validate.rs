@@ -7,6 +7,8 @@
 
 use email_address::{EmailAddress, Options};
 
+use crate::model::Problem;
+
 /// Longest share token accepted (bytes; Sumsub's 1 KB).
 pub const MAX_TOKEN_BYTES: usize = 1024;
 /// Shortest share token accepted (bytes; Banxa's published minimum).
@@ -21,9 +23,11 @@ pub fn is_identity_reference(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-pub fn check_identity_reference(s: &str) -> Result<(), String> {
+pub fn check_identity_reference(s: &str) -> Result<(), Problem> {
     if s.is_empty() {
-        return Err("identityReference: missing".into());
+        return Err(Problem::Missing {
+            field: "identityReference",
+        });
     }
     if let Some((pos, c)) = s
         .char_indices()
@@ -34,10 +38,12 @@ pub fn check_identity_reference(s: &str) -> Result<(), String> {
         } else {
             format!("U+{:04X}", c as u32)
         };
-        return Err(format!(
-            "identityReference: invalid character {shown} at position {} (allowed: A-Z a-z 0-9 -)",
-            s[..pos].chars().count() + 1
-        ));
+        return Err(Problem::BadChar {
+            field: "identityReference",
+            shown,
+            position: Some(s[..pos].chars().count() + 1),
+            allowed: "allowed: A-Z a-z 0-9 -",
+        });
     }
     Ok(())
 }
@@ -80,7 +86,7 @@ pub fn is_plain_email(s: &str) -> bool {
     labels >= 2
 }
 
-pub fn check_email(s: &str) -> Result<(), String> {
+pub fn check_email(s: &str) -> Result<(), Problem> {
     if is_plain_email(s) {
         return Ok(());
     }
@@ -88,30 +94,37 @@ pub fn check_email(s: &str) -> Result<(), String> {
 }
 
 /// The full check, with a specific reason for each failure.
-pub fn check_email_full(s: &str) -> Result<(), String> {
+pub fn check_email_full(s: &str) -> Result<(), Problem> {
+    let rule = |why: &'static str| Problem::Rule {
+        field: "email",
+        why,
+    };
     if s.is_empty() {
-        return Err("email: missing".into());
+        return Err(Problem::Missing { field: "email" });
     }
     if s.chars().any(char::is_whitespace) {
-        return Err("email: contains whitespace".into());
+        return Err(rule("contains whitespace"));
     }
     if s.chars().count() > MAX_EMAIL_CHARS {
-        return Err(format!(
-            "email: {} characters, at most {MAX_EMAIL_CHARS} (Banxa's limit)",
-            s.chars().count()
-        ));
+        return Err(Problem::TooLong {
+            field: "email",
+            len: s.chars().count(),
+            max: MAX_EMAIL_CHARS,
+            unit: "characters",
+            note: "Banxa's limit",
+        });
     }
     let Some((local, domain)) = s.rsplit_once('@') else {
-        return Err("email: missing @".into());
+        return Err(rule("missing @"));
     };
     if local.is_empty() {
-        return Err("email: missing local part (before @)".into());
+        return Err(rule("missing local part (before @)"));
     }
     if domain.is_empty() {
-        return Err("email: missing domain".into());
+        return Err(rule("missing domain"));
     }
     if !domain.contains('.') {
-        return Err("email: domain has no dot (expected e.g. example.com)".into());
+        return Err(rule("domain has no dot (expected e.g. example.com)"));
     }
     let opts = Options::default()
         .with_minimum_sub_domains(2)
@@ -140,16 +153,18 @@ pub fn check_email_full(s: &str) -> Result<(), String> {
                     "a display name (Name <addr>) is not an address"
                 }
             };
-            format!("email: {why}")
+            rule(why)
         })
 }
 
 /// Normalises a mobile number into `out`: removes spaces, `-`, `(`, `)`
 /// and one leading `+`; what is left must be 8 to 15 digits.
-pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), String> {
+pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), Problem> {
     out.clear();
     if s.is_empty() {
-        return Err("mobileNumber: missing".into());
+        return Err(Problem::Missing {
+            field: "mobileNumber",
+        });
     }
     let rest = s.strip_prefix('+').unwrap_or(s);
     for c in rest.chars() {
@@ -157,7 +172,10 @@ pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), String> {
             '0'..='9' => out.push(c),
             ' ' | '-' | '(' | ')' => {}
             '+' => {
-                return Err("mobileNumber: '+' allowed only at the start".into());
+                return Err(Problem::Rule {
+                    field: "mobileNumber",
+                    why: "'+' allowed only at the start",
+                });
             }
             c => {
                 let shown = if c.is_ascii_graphic() {
@@ -165,74 +183,91 @@ pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), String> {
                 } else {
                     format!("U+{:04X}", c as u32)
                 };
-                return Err(format!(
-                    "mobileNumber: invalid character {shown} (digits, spaces, - ( ) and a leading + only)"
-                ));
+                return Err(Problem::BadChar {
+                    field: "mobileNumber",
+                    shown,
+                    position: None,
+                    allowed: "digits, spaces, - ( ) and a leading + only",
+                });
             }
         }
     }
     let n = out.len();
     if !(8..=15).contains(&n) {
-        return Err(format!(
-            "mobileNumber: {n} digit{}, need 8-15",
-            if n == 1 { "" } else { "s" }
-        ));
+        return Err(Problem::MobileDigits { n });
     }
     Ok(())
 }
 
 /// The vendor, `sumsub` in any case; an empty value means `sumsub`.
-pub fn check_vendor(s: &str) -> Result<&'static str, String> {
+pub fn check_vendor(s: &str) -> Result<&'static str, Problem> {
     if s.is_empty() || s.eq_ignore_ascii_case("sumsub") {
         Ok(crate::request::VENDOR_SUMSUB)
     } else if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_graphic()) {
-        Err(format!("vendor: '{s}' is not supported (only sumsub)"))
+        Err(Problem::Vendor {
+            shown: Some(s.to_string()),
+        })
     } else {
-        Err("vendor: not supported (only sumsub)".into())
+        Err(Problem::Vendor { shown: None })
     }
 }
 
-pub fn check_token(s: &str) -> Result<(), String> {
+pub fn check_token(s: &str) -> Result<(), Problem> {
+    let rule = |why: &'static str| Problem::Rule {
+        field: "token",
+        why,
+    };
     if s.is_empty() {
-        return Err("token: missing".into());
+        return Err(Problem::Missing { field: "token" });
     }
     if s.len() > MAX_TOKEN_BYTES {
-        return Err(format!(
-            "token: {} bytes, at most {MAX_TOKEN_BYTES}",
-            s.len()
-        ));
+        return Err(Problem::TooLong {
+            field: "token",
+            len: s.len(),
+            max: MAX_TOKEN_BYTES,
+            unit: "bytes",
+            note: "",
+        });
     }
     // Fast path: printable ASCII without spaces, as real tokens are.
     if !s.bytes().all(|b| b.is_ascii_graphic()) {
         if s.chars().any(char::is_whitespace) {
-            return Err("token: contains whitespace".into());
+            return Err(rule("contains whitespace"));
         }
         if s.chars().any(char::is_control) {
-            return Err("token: contains a control character".into());
+            return Err(rule("contains a control character"));
         }
     }
     if s.len() < MIN_TOKEN_BYTES {
-        return Err(format!(
-            "token: {} byte{}, at least {MIN_TOKEN_BYTES} (Banxa's minimum: a cut-off export?)",
-            s.len(),
-            if s.len() == 1 { "" } else { "s" }
-        ));
+        return Err(Problem::TooShort {
+            field: "token",
+            len: s.len(),
+            min: MIN_TOKEN_BYTES,
+            unit: "bytes",
+            note: "Banxa's minimum: a cut-off export?",
+        });
     }
     Ok(())
 }
 
-pub fn check_applicant_id(s: &str) -> Result<(), String> {
+pub fn check_applicant_id(s: &str) -> Result<(), Problem> {
+    let rule = |why: &'static str| Problem::Rule {
+        field: "applicantId",
+        why,
+    };
     if s.is_empty() {
-        return Err("applicantId: missing".into());
+        return Err(Problem::Missing {
+            field: "applicantId",
+        });
     }
     if s.len() > 128 {
-        return Err("applicantId: longer than 128 characters".into());
+        return Err(rule("longer than 128 characters"));
     }
     if !s
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err("applicantId: only letters, digits, - and _ are allowed".into());
+        return Err(rule("only letters, digits, - and _ are allowed"));
     }
     Ok(())
 }
@@ -254,6 +289,7 @@ mod tests {
         );
         assert!(check_identity_reference("é")
             .unwrap_err()
+            .to_string()
             .contains("U+00E9"));
     }
 
@@ -272,9 +308,11 @@ mod tests {
         );
         assert!(check_email("jane@localhost")
             .unwrap_err()
+            .to_string()
             .contains("no dot"));
         assert!(check_email("ja ne@x.com")
             .unwrap_err()
+            .to_string()
             .contains("whitespace"));
         assert!(check_email("jane@x..com").is_err());
         assert!(check_email("Jane <jane@x.com>").is_err());
@@ -318,6 +356,7 @@ mod tests {
         assert!(normalize_mobile("++6141000100", &mut out).is_err());
         assert!(normalize_mobile("0410 ABC 000", &mut out)
             .unwrap_err()
+            .to_string()
             .contains("'A'"));
     }
 
@@ -325,15 +364,24 @@ mod tests {
     fn vendor_and_token_rules() {
         assert_eq!(check_vendor("SumSub").unwrap(), "sumsub");
         assert_eq!(check_vendor("").unwrap(), "sumsub");
-        assert!(check_vendor("onfido").unwrap_err().contains("onfido"));
+        assert!(check_vendor("onfido")
+            .unwrap_err()
+            .to_string()
+            .contains("onfido"));
         assert!(check_token("abcdef").is_ok());
         assert_eq!(
             check_token("abcde").unwrap_err(),
             "token: 5 bytes, at least 6 (Banxa's minimum: a cut-off export?)"
         );
-        assert!(check_token("a").unwrap_err().starts_with("token: 1 byte,"));
+        assert!(check_token("a")
+            .unwrap_err()
+            .to_string()
+            .starts_with("token: 1 byte,"));
         assert_eq!(check_token("").unwrap_err(), "token: missing");
-        assert!(check_token("a b").unwrap_err().contains("whitespace"));
+        assert!(check_token("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("whitespace"));
         assert_eq!(
             check_token(&"x".repeat(1025)).unwrap_err(),
             "token: 1025 bytes, at most 1024"

@@ -13,6 +13,7 @@ mod answer;
 mod bounds;
 mod fingerprint;
 mod outcome;
+mod problem;
 
 pub use abort::{Abort, AbortReason};
 pub use answer::{parse_retry_after, Answer};
@@ -21,6 +22,7 @@ pub use bounds::{
 };
 pub use fingerprint::fingerprint;
 pub use outcome::{Final, OutMsg, Outcome};
+pub use problem::{problems_message, Problem};
 
 use std::io;
 use std::time::SystemTime;

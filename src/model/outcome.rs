@@ -77,10 +77,14 @@ pub struct Final {
     pub raw: Option<csv::ByteRecord>,
     /// The row's ledger fingerprint (sent rows, with `--ledger`).
     pub fingerprint: Option<[u8; 32]>,
+    /// Why an `invalid` record is invalid, typed (the summary counts these).
+    pub problems: Vec<super::Problem>,
 }
 
 /// Messages to the output stage.
 #[derive(Debug)]
+// `Final` is nearly every message: boxing it would cost an allocation a row.
+#[allow(clippy::large_enum_variant)]
 pub enum OutMsg {
     Final(Final),
     /// A record that failed in an earlier run (`--resume`): retry file only.

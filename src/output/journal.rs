@@ -152,7 +152,7 @@ impl Journal {
                         continue;
                     }
                     self.counts.add(f.outcome, 1);
-                    report.reasons.add(f.outcome, &f.message);
+                    report.reasons.add_final(&f);
                     self.progress.inc(1);
                     n += 1;
                     if n.is_multiple_of(16) {
@@ -253,5 +253,6 @@ pub fn unsent(record: u64, line: u64, id: &str, outcome: Outcome, message: Strin
         completed_at: SystemTime::now(),
         raw: None,
         fingerprint: None,
+        problems: Vec::new(),
     }
 }

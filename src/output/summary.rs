@@ -37,8 +37,27 @@ pub struct Reasons {
 const MAX_REASONS: usize = 1000;
 
 impl Reasons {
-    /// Counts each `; `-separated reason of a message, keyed without the
-    /// parts that vary per row (positions, record numbers).
+    /// Counts an outcome's reasons: an invalid record's typed problems by
+    /// kind, any other outcome's message.
+    pub fn add_final(&mut self, f: &crate::model::Final) {
+        if f.outcome == Outcome::Invalid && !f.problems.is_empty() {
+            self.add_problems(&f.problems);
+        } else {
+            self.add(f.outcome, &f.message);
+        }
+    }
+
+    /// Counts each problem of an invalid record by its kind
+    /// ([`crate::model::Problem::key`]): no text is parsed.
+    pub fn add_problems(&mut self, problems: &[crate::model::Problem]) {
+        for p in problems {
+            self.bump(p.key().into_owned());
+        }
+    }
+
+    /// Counts a message that is not a list of problems: a duplicate as one
+    /// kind, Banxa's (or Sumsub's) `; `-separated messages each under its
+    /// outcome.
     pub fn add(&mut self, outcome: Outcome, message: &str) {
         if message.is_empty() {
             return;
@@ -48,13 +67,7 @@ impl Reasons {
             return;
         }
         for part in message.split("; ") {
-            let key = part.split(" at position").next().unwrap_or(part);
-            let key = if outcome == Outcome::Invalid {
-                key.to_string()
-            } else {
-                format!("{outcome}: {key}")
-            };
-            self.bump(key);
+            self.bump(format!("{outcome}: {part}"));
         }
     }
 
@@ -249,23 +262,25 @@ impl From<&Summary> for crate::ledger::RunCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Problem;
 
     #[test]
     fn reasons_are_grouped_without_positions() {
         let mut r = Reasons::default();
-        r.add(
-            Outcome::Invalid,
-            "email: missing domain; mobileNumber: 7 digits, need 8-15",
-        );
-        r.add(Outcome::Invalid, "email: missing domain");
-        r.add(
-            Outcome::Invalid,
-            "identityReference: invalid character '_' at position 3 (x)",
-        );
-        r.add(
-            Outcome::Invalid,
-            "identityReference: invalid character '_' at position 9 (x)",
-        );
+        let domain = Problem::Rule {
+            field: "email",
+            why: "missing domain",
+        };
+        let bad_char = |position| Problem::BadChar {
+            field: "identityReference",
+            shown: "'_'".into(),
+            position: Some(position),
+            allowed: "x",
+        };
+        r.add_problems(&[domain.clone(), Problem::MobileDigits { n: 7 }]);
+        r.add_problems(&[domain]);
+        r.add_problems(&[bad_char(3)]);
+        r.add_problems(&[bad_char(9)]);
         r.add(Outcome::Duplicate, "duplicate of record 3");
         let top = r.top(2);
         assert_eq!(top[0].count, 2);

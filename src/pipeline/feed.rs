@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::dispatch::{Job, Payload};
 use crate::input::{Input, Item, Verdict};
 use crate::ledger::LedgerReader;
-use crate::model::{Abort, AbortReason, OutMsg, Outcome};
+use crate::model::{problems_message, Abort, AbortReason, OutMsg, Outcome};
 use crate::output::journal;
 use crate::output::results::Prior;
 
@@ -62,7 +62,17 @@ pub fn read_jobs(
             }
         }
         let sent = match &item.verdict {
-            Verdict::Invalid(why) => send_unsent(out, &item, Outcome::Invalid, why.clone()),
+            Verdict::Invalid(problems) => {
+                let mut f = journal::unsent(
+                    item.record,
+                    item.line,
+                    item.identity_reference,
+                    Outcome::Invalid,
+                    problems_message(problems),
+                );
+                f.problems = problems.clone();
+                out.blocking_send(OutMsg::Final(f)).map_err(|_| ())
+            }
             Verdict::Duplicate { of } => {
                 crate::input::duplicate_message(*of, &mut dup);
                 send_unsent(out, &item, Outcome::Duplicate, dup.clone())
