@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
     let results = args.dir.join(format!("{stem}.results.csv"));
     let retry = args.dir.join(format!("{stem}.retry.csv"));
 
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::cmd::pipeline_runtime()?;
     rt.block_on(async {
         let key = "demo-key".to_string();
         let secret = Secret::new(format!("demo-{:032x}", rand::random::<u128>()));

@@ -20,9 +20,22 @@ pub struct Ctx {
     pub quiet: bool,
 }
 
-/// The async runtime of the commands that talk HTTP (run, demo, mock).
+/// The async runtime of the emulator: one worker per core, as a server
+/// wants.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+/// The async runtime of a run (and the demo): one thread for every
+/// request, beside the feed and journal threads. Measured against a
+/// multi-threaded runtime on 2 cores, it halves the CPU per row (no
+/// wake-ups between runtime workers; docs/performance.md), and one thread
+/// drives far more requests than Banxa's limit allows.
+pub fn pipeline_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))

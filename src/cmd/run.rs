@@ -131,7 +131,7 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
     }
     let json = args.input.json;
     let plan = Plan::resolve(settings(args, ctx))?;
-    let rt = crate::cmd::runtime()?;
+    let rt = crate::cmd::pipeline_runtime()?;
     let result = rt.block_on(crate::pipeline::execute(plan, true));
     match result {
         Ok(summary) => {

@@ -44,9 +44,6 @@ pub struct Slots {
     limit: AtomicUsize,
     /// Exponentially weighted mean service time, seconds.
     ewma: Mutex<Option<f64>>,
-    /// Exponentially weighted mean absolute deviation of the latency of
-    /// answers, seconds (the rate limiter's margin follows it).
-    jitter: Mutex<(Option<f64>, f64)>,
     /// Permits still to be taken away after a decrease.
     debt: AtomicUsize,
 }
@@ -67,13 +64,20 @@ impl Slots {
             rate_per_s,
             limit: AtomicUsize::new(initial),
             ewma: Mutex::new(None),
-            jitter: Mutex::new((None, 0.0)),
             debt: AtomicUsize::new(0),
         })
     }
 
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
+    }
+
+    /// The most slots there can ever be: the size of the worker pool.
+    pub fn max(&self) -> usize {
+        match self.mode {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => AUTO_MAX,
+        }
     }
 
     pub async fn acquire(&self) -> OwnedSemaphorePermit {
@@ -97,18 +101,6 @@ impl Slots {
             }
             return p;
         }
-    }
-
-    /// Feeds the latency of one answer; returns the mean absolute deviation
-    /// of latencies so far (for the rate limiter's margin).
-    pub fn observe_latency(&self, latency: Duration) -> Duration {
-        let x = latency.as_secs_f64();
-        let mut j = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
-        let (mean, dev) = *j;
-        let m = mean.unwrap_or(x);
-        let new_dev = dev * 0.9 + (x - m).abs() * 0.1;
-        *j = (Some(m * 0.9 + x * 0.1), new_dev);
-        Duration::from_secs_f64(new_dev)
     }
 
     /// Feeds the service time of one request (slot granted to answer, not

@@ -98,6 +98,9 @@ pub struct RateLimiter {
     margin_us: std::sync::atomic::AtomicU64,
     /// Quickest go-ahead-to-answer time seen, microseconds.
     quickest_us: std::sync::atomic::AtomicU64,
+    /// The answers' latency: exponentially weighted mean and mean absolute
+    /// deviation, seconds (the margin follows the deviation).
+    latency: Mutex<(Option<f64>, f64)>,
     state: Mutex<State>,
 }
 
@@ -122,6 +125,7 @@ impl RateLimiter {
                 (rate.per / 100).min(Duration::from_millis(5)).as_micros() as u64,
             ),
             quickest_us: std::sync::atomic::AtomicU64::new(u64::MAX),
+            latency: Mutex::new((None, 0.0)),
             state: Mutex::new(State {
                 next: None,
                 log: VecDeque::with_capacity(rate.n.min(MAX_LOG) as usize),
@@ -138,6 +142,21 @@ impl RateLimiter {
     /// The margin kept beyond each window.
     pub fn margin(&self) -> Duration {
         Duration::from_micros(self.margin_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Feeds the latency of one answer: the limiter tracks its own mean
+    /// deviation (nothing else feeds it) and sets its margin from it.
+    pub fn observe_latency(&self, latency: Duration) {
+        let x = latency.as_secs_f64();
+        let dev = {
+            let mut j = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+            let (mean, dev) = *j;
+            let m = mean.unwrap_or(x);
+            let new_dev = dev * 0.9 + (x - m).abs() * 0.1;
+            *j = (Some(m * 0.9 + x * 0.1), new_dev);
+            new_dev
+        };
+        self.observe_jitter(Duration::from_secs_f64(dev));
     }
 
     /// Feeds the mean deviation of the answers' latency: the margin becomes

@@ -21,12 +21,13 @@ pub mod concurrency;
 pub mod limiter;
 pub mod policy;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 
 use crate::model::{Abort, AbortReason, Answer, Final, OutMsg, Outcome};
@@ -44,8 +45,11 @@ pub struct Job {
     /// token is minted (`--mint`).
     pub payload: Payload,
     /// Values that must never appear in a message we write (the row's own
-    /// email and mobile number), scrubbed from Banxa's messages.
-    pub private: Vec<String>,
+    /// email, mobile number and token), `\n`-separated (none can hold a
+    /// line break: validation refuses whitespace), scrubbed from Banxa's
+    /// messages. One allocation a row, and no work on a 202 (it has no
+    /// message).
+    pub private: String,
     /// The input record as read, for the retry file.
     pub raw: csv::ByteRecord,
     /// What the ledger records for this row (with `--ledger`).
@@ -107,19 +111,28 @@ struct Ctx {
     stats: Arc<DispatchStats>,
 }
 
-/// Sends every job that arrives on `jobs` until the channel closes or the
-/// run is aborted; returns when every started job has finished.
+/// Sends every job that arrives on `jobs` (in batches) until the channel
+/// closes or the run is aborted; returns when every job taken has its
+/// final outcome (or, on abort, when every request in flight has ended).
+///
+/// The shape is oha's: a fixed pool of long-lived workers (as many as the
+/// most requests `--concurrency` may ever have in flight) takes jobs from
+/// one queue; the in-flight slots and the rate limiter gate each attempt.
+/// A job to retry leaves its worker (and its slot) while it waits out its
+/// backoff, so one slow row never holds up the others.
 pub async fn dispatch(
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Vec<Job>>,
     out: mpsc::Sender<OutMsg>,
     client: Arc<BanxaClient>,
     cfg: DispatchConfig,
     abort: Abort,
     stats: Arc<DispatchStats>,
 ) {
-    // Jobs in progress, in flight or waiting to retry: bounds memory.
-    let outstanding = Arc::new(Semaphore::new((cfg.slots.limit() * 4).max(1024)));
     let slots = cfg.slots.clone();
+    let workers = slots.max();
+    // Jobs taken from the feed and not final yet (queued, in flight or
+    // waiting to retry): bounds memory whatever the feed holds.
+    let queue = Arc::new(Queue::new((workers * 4).max(1024), abort.clone()));
     let ctx = Arc::new(Ctx {
         client,
         cfg,
@@ -139,30 +152,159 @@ pub async fn dispatch(
             }
         })
     };
-    let mut tasks = JoinSet::new();
-    loop {
-        let job = tokio::select! {
-            biased;
-            _ = abort.triggered() => None,
-            j = jobs.recv() => j,
-        };
-        let Some(job) = job else { break };
-        let permit = tokio::select! {
-            biased;
-            _ = abort.triggered() => break,
-            p = outstanding.clone().acquire_owned() => p.expect("never closed"),
-        };
-        let ctx = ctx.clone();
-        tasks.spawn(async move {
-            process(job, &ctx).await;
-            drop(permit);
+    let mut pool = JoinSet::new();
+    for _ in 0..workers {
+        let (queue, ctx) = (queue.clone(), ctx.clone());
+        pool.spawn(async move {
+            while let Some(task) = queue.next().await {
+                match process(task, &ctx).await {
+                    None => queue.done(),
+                    Some((task, delay)) => {
+                        let queue = queue.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                biased;
+                                _ = queue.abort.triggered() => queue.done(),
+                                _ = tokio::time::sleep(delay) => queue.retry(task),
+                            }
+                        });
+                    }
+                }
+            }
         });
-        while tasks.try_join_next().is_some() {}
     }
-    // Unsent jobs left in the channel get no outcome: --resume sends them.
-    jobs.close();
-    while tasks.join_next().await.is_some() {}
+    queue.feed(jobs).await;
+    while pool.join_next().await.is_some() {}
     adjuster.abort();
+}
+
+/// A job and its attempts so far.
+struct Task {
+    job: Job,
+    attempts: u32,
+    /// Attempts that reached Banxa (a failed mint does not).
+    sent: u32,
+}
+
+/// The work queue of the pool: jobs from the feed, retries first.
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    /// Wakes an idle worker: a job arrived, or the work ended.
+    ready: Notify,
+    /// Wakes the feed: a job became final, so there is room again.
+    room: Notify,
+    limit: usize,
+    abort: Abort,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<Task>,
+    /// Taken from the feed and not final yet.
+    outstanding: usize,
+    fed: bool,
+}
+
+impl Queue {
+    fn new(limit: usize, abort: Abort) -> Queue {
+        Queue {
+            state: std::sync::Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+            room: Notify::new(),
+            limit,
+            abort,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves batches from the feed into the queue while there is room.
+    async fn feed(&self, mut jobs: mpsc::Receiver<Vec<Job>>) {
+        loop {
+            loop {
+                let room = self.room.notified();
+                if self.lock().outstanding < self.limit {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.abort.triggered() => break,
+                    _ = room => {}
+                }
+            }
+            let batch = tokio::select! {
+                biased;
+                _ = self.abort.triggered() => None,
+                b = jobs.recv() => b,
+            };
+            let Some(batch) = batch else { break };
+            let n = batch.len();
+            {
+                let mut st = self.lock();
+                st.outstanding += n;
+                st.ready.extend(batch.into_iter().map(|job| Task {
+                    job,
+                    attempts: 0,
+                    sent: 0,
+                }));
+            }
+            for _ in 0..n {
+                self.ready.notify_one();
+            }
+        }
+        // Jobs left in the channel get no outcome: --resume sends them.
+        jobs.close();
+        self.lock().fed = true;
+        self.ready.notify_waiters();
+    }
+
+    /// The next task, or `None` when the work is over (fed and nothing
+    /// outstanding) or the run is aborted.
+    async fn next(&self) -> Option<Task> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if self.abort.is_triggered() {
+                return None;
+            }
+            {
+                let mut st = self.lock();
+                if let Some(t) = st.ready.pop_front() {
+                    return Some(t);
+                }
+                if st.fed && st.outstanding == 0 {
+                    return None;
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = self.abort.triggered() => return None,
+                _ = ready => {}
+            }
+        }
+    }
+
+    /// A task reached its final outcome (or was dropped by an abort).
+    fn done(&self) {
+        let over = {
+            let mut st = self.lock();
+            st.outstanding -= 1;
+            st.fed && st.outstanding == 0
+        };
+        self.room.notify_one();
+        if over {
+            self.ready.notify_waiters();
+        }
+    }
+
+    /// A task back from its backoff: it goes before the new jobs.
+    fn retry(&self, task: Task) {
+        self.lock().ready.push_front(task);
+        self.ready.notify_one();
+    }
 }
 
 /// What one attempt produced: Banxa's answer, or a minting failure that
@@ -233,38 +375,39 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
     }
 }
 
-async fn process(job: Job, ctx: &Ctx) {
-    let mut attempts: u32 = 0;
-    let mut sent: u32 = 0;
-    loop {
+/// One attempt of a task: `Some` with the task and its backoff when it is
+/// to be tried again, `None` once it has its final outcome (or the run
+/// was aborted: then it has none, and `--resume` sends it).
+async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
+    {
         let slot = tokio::select! {
             biased;
-            _ = ctx.abort.triggered() => return,
+            _ = ctx.abort.triggered() => return None,
             s = ctx.cfg.slots.acquire() => s,
         };
         let mut slot_seq = None;
         if let Some(limiter) = &ctx.cfg.limiter {
             tokio::select! {
                 biased;
-                _ = ctx.abort.triggered() => return,
+                _ = ctx.abort.triggered() => return None,
                 seq = limiter.until_ready() => slot_seq = Some(seq),
             }
         }
         if ctx.abort.is_triggered() {
-            return;
+            return None;
         }
-        attempts += 1;
+        task.attempts += 1;
         // Service time: from the rate limiter's grant to the answer (a mint
         // round trip included), for `--concurrency auto`.
         let started = std::time::Instant::now();
-        let result = attempt(&job, ctx).await;
+        let result = attempt(&task.job, ctx).await;
         drop(slot);
         ctx.cfg.slots.observe(started.elapsed());
         let (decision, reply, token) = match result {
             Attempt::Banxa(reply, token) => {
-                sent += 1;
+                task.sent += 1;
                 if let Some(limiter) = &ctx.cfg.limiter {
-                    limiter.observe_jitter(ctx.cfg.slots.observe_latency(reply.latency));
+                    limiter.observe_latency(reply.latency);
                     if let Some(seq) = slot_seq {
                         limiter.answered(seq);
                     }
@@ -272,7 +415,7 @@ async fn process(job: Job, ctx: &Ctx) {
                 ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
                 let d = policy::decide(
                     &reply.answer,
-                    attempts,
+                    task.attempts,
                     ctx.cfg.max_attempts,
                     rand::random::<f64>(),
                 );
@@ -281,9 +424,9 @@ async fn process(job: Job, ctx: &Ctx) {
             Attempt::MintFailed(MintFailure::Unauthorized(message)) => {
                 ctx.abort.trigger(AbortReason::Unauthorized(format!(
                     "Sumsub answered 401 (record {}): {message}; check SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY",
-                    job.record
+                    task.job.record
                 )));
-                return;
+                return None;
             }
             Attempt::MintFailed(MintFailure::Rejected(status, message)) => {
                 let reply = Reply {
@@ -297,15 +440,22 @@ async fn process(job: Job, ctx: &Ctx) {
                     code: None,
                     latency: started.elapsed(),
                 };
-                let mut f = final_of(&job, Outcome::Rejected, sent, attempts, reply, None);
+                let mut f = final_of(
+                    &task.job,
+                    Outcome::Rejected,
+                    task.sent,
+                    task.attempts,
+                    reply,
+                    None,
+                );
                 f.http_status = None;
                 let _ = ctx.out.send(OutMsg::Final(f)).await;
-                return;
+                return None;
             }
             Attempt::MintFailed(MintFailure::Retry(answer, message)) => {
                 let d = policy::decide(
                     &answer,
-                    attempts,
+                    task.attempts,
                     ctx.cfg.max_attempts,
                     rand::random::<f64>(),
                 );
@@ -321,9 +471,9 @@ async fn process(job: Job, ctx: &Ctx) {
             }
         };
         tracing::debug!(
-            record = job.record,
-            identity_reference = %job.identity_reference,
-            attempt = attempts,
+            record = task.job.record,
+            identity_reference = %task.job.identity_reference,
+            attempt = task.attempts,
             status = ?reply.status(),
             latency_ms = reply.latency.as_millis() as u64,
             decision = ?decision,
@@ -331,11 +481,18 @@ async fn process(job: Job, ctx: &Ctx) {
         );
         match decision {
             Decision::Final(outcome) => {
-                let f = final_of(&job, outcome, sent, attempts, reply, token.as_ref());
+                let f = final_of(
+                    &task.job,
+                    outcome,
+                    task.sent,
+                    task.attempts,
+                    reply,
+                    token.as_ref(),
+                );
                 // The output stage outlives the dispatcher; a closed channel
                 // means the run is already being torn down.
                 let _ = ctx.out.send(OutMsg::Final(f)).await;
-                return;
+                None
             }
             Decision::Unauthorized => {
                 let mut said = if reply.message.is_empty() {
@@ -343,33 +500,41 @@ async fn process(job: Job, ctx: &Ctx) {
                 } else {
                     reply.message.clone()
                 };
-                for p in job.private.iter().filter(|p| !p.is_empty()) {
-                    said = said.replace(p.as_str(), "***");
-                }
+                said = scrub(said, &task.job.private, None);
                 ctx.abort.trigger(AbortReason::Unauthorized(format!(
                     "Banxa answered 401 {said} (record {}): {}",
-                    job.record,
+                    task.job.record,
                     policy::explain_auth_code(reply.code.as_deref())
                 )));
-                return;
+                None
             }
             Decision::Untrusted => {
                 ctx.abort.trigger(AbortReason::Untrusted(format!(
                     "{} (record {}): nothing was sent over this connection",
-                    reply.message, job.record
+                    reply.message, task.job.record
                 )));
-                return;
+                None
             }
             Decision::Retry(delay) => {
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::select! {
-                    biased;
-                    _ = ctx.abort.triggered() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                Some((task, delay))
             }
         }
     }
+}
+
+/// `text` with every private value (and the minted token) replaced by
+/// `***`; nothing to do, and nothing allocated, when `text` is empty.
+fn scrub(mut text: String, private: &str, minted: Option<&str>) -> String {
+    if text.is_empty() {
+        return text;
+    }
+    for p in private.split('\n').chain(minted) {
+        if !p.is_empty() && text.contains(p) {
+            text = text.replace(p, "***");
+        }
+    }
+    text
 }
 
 fn final_of(
@@ -393,20 +558,16 @@ fn final_of(
         let plural = if tries == 1 { "" } else { "s" };
         message = format!("gave up after {tries} attempt{plural}: {message}");
     }
-    let mut errors = reply.errors.clone();
-    let minted = token.map(|t| t.expose().to_string());
-    for p in job.private.iter().chain(minted.iter()) {
-        if !p.is_empty() {
-            message = message.replace(p.as_str(), "***");
-            errors = errors.replace(p.as_str(), "***");
-        }
-    }
+    let minted = token.map(|t| t.expose());
+    let message = scrub(message, &job.private, minted);
+    let http_status = reply.status();
+    let errors = scrub(reply.errors, &job.private, minted);
     Final {
         record: job.record,
         line: job.line,
         identity_reference: job.identity_reference.clone(),
         outcome,
-        http_status: reply.status(),
+        http_status,
         attempts,
         trace_id: reply.trace_id,
         message,

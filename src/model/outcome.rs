@@ -87,6 +87,8 @@ pub struct Final {
 #[allow(clippy::large_enum_variant)]
 pub enum OutMsg {
     Final(Final),
+    /// Outcomes of records that needed no request, in a batch.
+    Finals(Vec<Final>),
     /// A record that failed in an earlier run (`--resume`): retry file only.
     EarlierFailed(csv::ByteRecord),
     /// Once a second: sync the results file if rows were written.

@@ -40,7 +40,12 @@ pub struct Journal {
     pub abort: Abort,
     /// With `--ledger`: every sent outcome is recorded (batched).
     pub ledger: Option<crate::ledger::Ledger>,
+    /// Rows of sent records written but not flushed yet.
+    pub sent_unflushed: usize,
 }
+
+/// The most rows of sent records written before a flush.
+pub const SENT_BLOCK: usize = 64;
 
 impl Journal {
     /// Runs until every sender is gone. Blocking: call on its own thread.
@@ -49,9 +54,10 @@ impl Journal {
         let mut broken = false;
         let mut n: u64 = 0;
         // Rows of records that were never sent (invalid, duplicate,
-        // skipped) are flushed in blocks: losing one to a kill only means
-        // it is looked at again on --resume. Rows of sent records are
-        // flushed one by one, at once: losing one would send it twice.
+        // skipped) are flushed in large blocks: losing one to a kill only
+        // means it is looked at again on --resume. Rows of sent records
+        // are flushed as soon as nothing else is waiting (and at least
+        // every SENT_BLOCK rows): losing one would send it twice.
         let mut unflushed = false;
         loop {
             let msg = match rx.try_recv() {
@@ -62,6 +68,7 @@ impl Journal {
                     self.attempt(&mut broken, &mut report, |j| {
                         if rows {
                             j.writer.flush_row()?;
+                            j.sent_unflushed = 0;
                         }
                         j.flush_ledger(false)
                     });
@@ -84,79 +91,15 @@ impl Journal {
                     self.attempt(&mut broken, &mut report, |j| j.retry.push(&raw));
                 }
                 OutMsg::Final(f) => {
-                    if broken {
-                        report
-                            .in_doubt
-                            .push((f.record, f.identity_reference.clone(), f.outcome));
-                        continue;
-                    }
-                    let row = ResultRow {
-                        record: f.record,
-                        line: f.line,
-                        identity_reference: &f.identity_reference,
-                        outcome: f.outcome,
-                        http_status: f.http_status,
-                        attempts: f.attempts,
-                        trace_id: &f.trace_id,
-                        message: &f.message,
-                        errors: &f.errors,
-                        latency_ms: f.latency_ms,
-                        completed_at: f.completed_at,
-                    };
-                    // The ledger first: when nothing else is waiting (a
-                    // nightly run's pace) its commit lands before the
-                    // journal row, so no kill can leave an accepted row
-                    // journaled but unknown to the ledger. Under load the
-                    // update joins a batch (at most 64).
-                    let mut res = Ok(());
-                    if f.attempts > 0 {
-                        if let (Some(l), Some(fp)) = (&mut self.ledger, f.fingerprint) {
-                            res = l
-                                .record(crate::ledger::Update {
-                                    identity_reference: f.identity_reference.clone(),
-                                    fingerprint: fp,
-                                    outcome: f.outcome,
-                                    http_status: f.http_status,
-                                    trace_id: f.trace_id.clone(),
-                                    attempts: f.attempts,
-                                    at: f.completed_at,
-                                })
-                                .map_err(ledger_error);
-                            if res.is_ok() && rx.is_empty() {
-                                res = l.flush().map_err(ledger_error);
-                            }
-                        }
-                    }
-                    if res.is_ok() {
-                        res = self.writer.write_buffered(&row);
-                    }
-                    if res.is_ok() {
-                        if f.attempts > 0 || unflushed && n.is_multiple_of(4096) {
-                            res = self.writer.flush_row();
-                            unflushed = false;
-                        } else {
-                            unflushed = true;
-                        }
-                    }
-                    if res.is_ok() {
-                        if let Some(raw) = &f.raw {
-                            res = self.retry.push(raw);
-                        }
-                    }
-                    if let Err(e) = res {
-                        broken = true;
-                        report
-                            .in_doubt
-                            .push((f.record, f.identity_reference.clone(), f.outcome));
-                        self.fail(&mut report, e);
-                        continue;
-                    }
-                    self.counts.add(f.outcome, 1);
-                    report.reasons.add_final(&f);
-                    self.progress.inc(1);
-                    n += 1;
-                    if n.is_multiple_of(16) {
-                        self.progress.show_counts(&self.counts);
+                    let waiting = rx.len();
+                    self.record(f, waiting, &mut broken, &mut report, &mut n, &mut unflushed);
+                }
+                OutMsg::Finals(batch) => {
+                    let waiting = rx.len();
+                    let last = batch.len().saturating_sub(1);
+                    for (i, f) in batch.into_iter().enumerate() {
+                        let more = waiting + (last - i);
+                        self.record(f, more, &mut broken, &mut report, &mut n, &mut unflushed);
                     }
                 }
             }
@@ -178,6 +121,106 @@ impl Journal {
         }
         report.ledger = self.ledger.take();
         report
+    }
+
+    /// Journals one final outcome (ledger first, then the results row,
+    /// then the retry file). `more_waiting`: outcomes already queued
+    /// behind this one (the ledger commits when there are none).
+    fn record(
+        &mut self,
+        f: Final,
+        more_waiting: usize,
+        broken: &mut bool,
+        report: &mut JournalReport,
+        n: &mut u64,
+        unflushed: &mut bool,
+    ) {
+        if *broken {
+            report
+                .in_doubt
+                .push((f.record, f.identity_reference.clone(), f.outcome));
+            return;
+        }
+        let row = ResultRow {
+            record: f.record,
+            line: f.line,
+            identity_reference: &f.identity_reference,
+            outcome: f.outcome,
+            http_status: f.http_status,
+            attempts: f.attempts,
+            trace_id: &f.trace_id,
+            message: &f.message,
+            errors: &f.errors,
+            latency_ms: f.latency_ms,
+            completed_at: f.completed_at,
+        };
+        // The ledger first: when nothing else is waiting (a
+        // nightly run's pace) its commit lands before the
+        // journal row, so no kill can leave an accepted row
+        // journaled but unknown to the ledger. Under load the
+        // update joins a batch (at most 64).
+        let mut res = Ok(());
+        if f.attempts > 0 {
+            if let (Some(l), Some(fp)) = (&mut self.ledger, f.fingerprint) {
+                res = l
+                    .record(crate::ledger::Update {
+                        identity_reference: f.identity_reference.clone(),
+                        fingerprint: fp,
+                        outcome: f.outcome,
+                        http_status: f.http_status,
+                        trace_id: f.trace_id.clone(),
+                        attempts: f.attempts,
+                        at: f.completed_at,
+                    })
+                    .map_err(ledger_error);
+                if res.is_ok() && more_waiting == 0 {
+                    res = l.flush().map_err(ledger_error);
+                }
+            }
+        }
+        if res.is_ok() {
+            res = self.writer.write_buffered(&row);
+        }
+        if res.is_ok() {
+            // Rows of sent records are flushed in blocks of what arrived
+            // together (at most SENT_BLOCK): one write for the block, and
+            // a kill loses at most outcomes still in flight to this
+            // thread. The rest (never sent) go in larger blocks.
+            *unflushed = true;
+            if f.attempts > 0 {
+                self.sent_unflushed += 1;
+            }
+            let due = if self.sent_unflushed > 0 {
+                more_waiting == 0 || self.sent_unflushed >= SENT_BLOCK
+            } else {
+                n.is_multiple_of(4096)
+            };
+            if due {
+                res = self.writer.flush_row();
+                *unflushed = false;
+                self.sent_unflushed = 0;
+            }
+        }
+        if res.is_ok() {
+            if let Some(raw) = &f.raw {
+                res = self.retry.push(raw);
+            }
+        }
+        if let Err(e) = res {
+            *broken = true;
+            report
+                .in_doubt
+                .push((f.record, f.identity_reference.clone(), f.outcome));
+            self.fail(report, e);
+            return;
+        }
+        self.counts.add(f.outcome, 1);
+        report.reasons.add_final(&f);
+        self.progress.inc(1);
+        *n += 1;
+        if n.is_multiple_of(16) {
+            self.progress.show_counts(&self.counts);
+        }
     }
 
     /// Runs one write unless the journal is already broken; a failure breaks

@@ -151,7 +151,7 @@ async fn run_plan(
         ledger = plan.ledger.is_some(),
         "run starting"
     );
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1024);
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<Job>>(8);
     let (out_tx, out_rx) = mpsc::channel::<OutMsg>(4096);
 
     let journal = Journal {
@@ -161,6 +161,7 @@ async fn run_plan(
         progress: progress.clone(),
         abort: abort.clone(),
         ledger,
+        sent_unflushed: 0,
     };
     let journal_thread = std::thread::Builder::new()
         .name("journal".into())

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use crate::dispatch::{Job, Payload};
 use crate::input::{Input, Item, Verdict};
 use crate::ledger::LedgerReader;
-use crate::model::{problems_message, Abort, AbortReason, OutMsg, Outcome};
+use crate::model::{problems_message, Abort, AbortReason, Final, OutMsg, Outcome};
 use crate::output::journal;
 use crate::output::results::Prior;
 
@@ -22,14 +22,92 @@ pub struct ReadReport {
     pub earlier_done: u64,
 }
 
+/// The most jobs (or outcomes) handed over at once.
+pub const BATCH: usize = 256;
+
+/// Hands jobs and outcomes over in batches: one channel operation (and at
+/// most one wake-up) per batch instead of per record. A batch goes as soon
+/// as it is full, or at once when the dispatcher has nothing left to do,
+/// so batching never delays a slow run.
+struct Batcher<'a> {
+    jobs_tx: &'a mpsc::Sender<Vec<Job>>,
+    out: &'a mpsc::Sender<OutMsg>,
+    jobs: Vec<Job>,
+    finals: Vec<Final>,
+}
+
+impl Batcher<'_> {
+    fn job(&mut self, job: Job) -> Result<(), ()> {
+        self.jobs.push(job);
+        let idle = self.jobs_tx.capacity() == self.jobs_tx.max_capacity();
+        if self.jobs.len() >= BATCH || idle {
+            self.send_jobs()?;
+        }
+        Ok(())
+    }
+
+    fn send_jobs(&mut self) -> Result<(), ()> {
+        // The outcomes first: the job channel may block for a long time
+        // at a slow rate, and they should not wait for it.
+        self.send_finals()?;
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.jobs, Vec::with_capacity(BATCH));
+        self.jobs_tx.blocking_send(batch).map_err(|_| ())
+    }
+
+    fn unsent(&mut self, f: Final) -> Result<(), ()> {
+        self.finals.push(f);
+        if self.finals.len() >= BATCH {
+            self.send_finals()?;
+        }
+        Ok(())
+    }
+
+    fn send_finals(&mut self) -> Result<(), ()> {
+        if self.finals.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.finals);
+        self.out
+            .blocking_send(OutMsg::Finals(batch))
+            .map_err(|_| ())
+    }
+}
+
 pub fn read_jobs(
     input: &mut Input,
     prior: Option<&Prior>,
     ledger: Option<&LedgerReader>,
-    jobs: &mpsc::Sender<Job>,
+    jobs: &mpsc::Sender<Vec<Job>>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
 ) -> Result<ReadReport, crate::input::InputError> {
+    let mut batch = Batcher {
+        jobs_tx: jobs,
+        out,
+        jobs: Vec::with_capacity(BATCH),
+        finals: Vec::new(),
+    };
+    let result = feed(input, prior, ledger, &mut batch, abort);
+    // What is batched goes even when reading failed: those records were
+    // read and decided. After an abort the dispatcher takes no more jobs.
+    if !abort.is_triggered() {
+        let _ = batch.send_jobs();
+    }
+    let _ = batch.send_finals();
+    result
+}
+
+fn feed(
+    input: &mut Input,
+    prior: Option<&Prior>,
+    ledger: Option<&LedgerReader>,
+    batch: &mut Batcher<'_>,
+    abort: &Abort,
+) -> Result<ReadReport, crate::input::InputError> {
+    let out = batch.out;
     let mut report = ReadReport::default();
     let mut body = Vec::with_capacity(512);
     let mut dup = String::new();
@@ -63,31 +141,24 @@ pub fn read_jobs(
         }
         let sent = match &item.verdict {
             Verdict::Invalid(problems) => {
-                let mut f = journal::unsent(
-                    item.record,
-                    item.line,
-                    item.identity_reference,
-                    Outcome::Invalid,
-                    problems_message(problems),
-                );
+                let mut f = unsent(&item, Outcome::Invalid, problems_message(problems));
                 f.problems = problems.clone();
-                out.blocking_send(OutMsg::Final(f)).map_err(|_| ())
+                batch.unsent(f)
             }
             Verdict::Duplicate { of } => {
                 crate::input::duplicate_message(*of, &mut dup);
-                send_unsent(out, &item, Outcome::Duplicate, dup.clone())
+                batch.unsent(unsent(&item, Outcome::Duplicate, dup.clone()))
             }
             Verdict::Valid(row) => {
                 let fingerprint = ledger
                     .map(|_| crate::model::fingerprint(row.email, row.mobile_number, row.vendor));
                 let skip = matches!((ledger, &fingerprint), (Some(l), Some(fp)) if l.should_skip(row.identity_reference, fp));
                 if skip {
-                    send_unsent(
-                        out,
+                    batch.unsent(unsent(
                         &item,
                         Outcome::Skipped,
                         "already accepted with the same details (ledger)".into(),
-                    )
+                    ))
                 } else {
                     let payload = if row.applicant_id.is_empty() {
                         row.share_request().write_body(&mut body);
@@ -105,15 +176,11 @@ pub fn read_jobs(
                         line: item.line,
                         identity_reference: row.identity_reference.to_string(),
                         payload,
-                        private: vec![
-                            row.email.to_string(),
-                            row.mobile_number.to_string(),
-                            row.token.to_string(),
-                        ],
+                        private: [row.email, row.mobile_number, row.token].join("\n"),
                         raw: item.raw.to_byte_record(),
                         fingerprint,
                     };
-                    jobs.blocking_send(job).map_err(|_| ())
+                    batch.job(job)
                 }
             }
         };
@@ -125,20 +192,14 @@ pub fn read_jobs(
     Ok(report)
 }
 
-/// Sends the outcome of a record that needs no request (invalid,
-/// duplicate, skipped) straight to the journal.
-fn send_unsent(
-    out: &mpsc::Sender<OutMsg>,
-    item: &Item<'_>,
-    outcome: Outcome,
-    message: String,
-) -> Result<(), ()> {
-    out.blocking_send(OutMsg::Final(journal::unsent(
+/// The outcome of a record that needs no request (invalid, duplicate,
+/// skipped).
+fn unsent(item: &Item<'_>, outcome: Outcome, message: String) -> Final {
+    journal::unsent(
         item.record,
         item.line,
         item.identity_reference,
         outcome,
         message,
-    )))
-    .map_err(|_| ())
+    )
 }
