@@ -4,22 +4,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use clap::Args;
 
 use crate::cmd::{Ctx, InputArgs};
-use crate::input::{Input, InputOptions, Source, TokenMode, Verdict};
-use crate::model::{problems_message, Outcome};
+use crate::input::{Input, InputOptions, Source, TokenMode};
 use crate::output::progress::Progress;
-use crate::output::summary::Reasons;
-use crate::output::{Counts, ResultRow, ResultsWriter, Summary};
+use crate::output::{Counts, ResultsWriter, Summary};
 use crate::pipeline::plan::{check_existing_results, results_path};
-use crate::request::{NonceSource, Signer, SHARE_PATH};
+use crate::request::Signer;
 use crate::secret::Secret;
-
-const MINT_PLACEHOLDER: &str =
-    "_act-minted-just-in-time-placeholder-0000000000000000000000000000000000000000";
 
 pub const VALIDATE_ABOUT: &str = "\
 Dry run: read the whole export, check every row as `run` would, build and sign
@@ -73,72 +68,18 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
             &Secret::new(format!("{:032x}", rand::random::<u128>())),
         ),
     };
-    let nonces = NonceSource::new();
-    let mut writer = ResultsWriter::create(&results, replace)?;
+    let writer = ResultsWriter::create(&results, replace)?;
 
     let counts = Arc::new(Counts::default());
     let progress = Progress::new(!ctx.quiet, None);
-    progress.count_in_background(&source, opts.delimiter);
-
-    let mut reasons = Reasons::default();
-    let mut body = Vec::with_capacity(512);
-    let mut signed_bytes: u64 = 0;
-    let mut pending_progress = 0u64;
-    let mut dup_msg = String::new();
-    let mut invalid_msg;
-    while let Some(item) = input.next_item()? {
-        let (outcome, message): (Outcome, &str) = match &item.verdict {
-            Verdict::Valid(row) => {
-                // With --mint the token comes later; sign with a placeholder
-                // of a real token's size so the request is still built.
-                let mut req = row.share_request();
-                if args.mint {
-                    req.provider.token = MINT_PLACEHOLDER;
-                }
-                req.write_body(&mut body);
-                let auth = signer.authorization(SHARE_PATH, nonces.next(), &body);
-                signed_bytes += std::hint::black_box(auth).len() as u64 + body.len() as u64;
-                (Outcome::Validated, "")
-            }
-            Verdict::Invalid(problems) => {
-                reasons.add_problems(problems);
-                invalid_msg = problems_message(problems);
-                (Outcome::Invalid, invalid_msg.as_str())
-            }
-            Verdict::Duplicate { of } => {
-                crate::input::duplicate_message(*of, &mut dup_msg);
-                (Outcome::Duplicate, dup_msg.as_str())
-            }
-        };
-        // A dry run's results are not a journal (nothing is sent, nothing to
-        // resume), so rows are flushed in blocks, not one by one.
-        writer.write_buffered(&ResultRow {
-            record: item.record,
-            line: item.line,
-            identity_reference: item.identity_reference,
-            outcome,
-            http_status: None,
-            attempts: 0,
-            trace_id: "",
-            message,
-            errors: "",
-            latency_ms: None,
-            completed_at: SystemTime::now(),
-        })?;
-        counts.add(outcome, 1);
-        if outcome != Outcome::Invalid {
-            reasons.add(outcome, message);
-        }
-        pending_progress += 1;
-        if pending_progress == 1024 {
-            progress.inc(pending_progress);
-            pending_progress = 0;
-            writer.flush_row()?;
-        }
-    }
-    writer.finish()?;
+    let found =
+        crate::pipeline::dry_run::run(&mut input, writer, signer, args.mint, &counts, &progress)?;
     progress.finish();
-    tracing::info!(signed_bytes, "dry run: requests built and signed");
+    tracing::info!(
+        signed_bytes = found.signed_bytes,
+        "dry run: requests built and signed"
+    );
+    let reasons = found.reasons;
 
     let mut summary = Summary::new(
         "validate",

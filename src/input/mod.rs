@@ -241,6 +241,24 @@ impl Input {
         })
     }
 
+    /// Records read so far.
+    pub fn records_read(&self) -> u64 {
+        self.record_no
+    }
+
+    /// The input's size in bytes, when it is a regular, uncompressed file
+    /// (what [`Input::bytes_read`] reaches at the end).
+    pub fn size(&self) -> Option<u64> {
+        let path = self.source.path()?;
+        if self.source.is_gzip() {
+            return None;
+        }
+        std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+    }
+
     /// The header record as read (for the retry file).
     pub fn header(&self) -> &csv::ByteRecord {
         &self.header
@@ -409,23 +427,4 @@ fn read_error(path: &str, line: u64, e: &std::io::Error) -> InputError {
         line,
         reason: e.to_string(),
     }
-}
-
-/// Counts the data records of a regular, uncompressed file quickly (for
-/// the progress bar's total). `None` when it cannot be known cheaply.
-pub fn count_records(source: &Source, delimiter: u8) -> Option<u64> {
-    let path = source.path()?;
-    if source.is_gzip() || !std::fs::metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let file = std::fs::File::open(path).ok()?;
-    let mut reader = RecordReader::new(Box::new(file), delimiter);
-    let mut rec = RawRecord::default();
-    let mut n: u64 = 0;
-    while reader.read(&mut rec).ok()? {
-        if !rec.is_blank() {
-            n += 1;
-        }
-    }
-    Some(n.saturating_sub(1))
 }

@@ -40,12 +40,7 @@ pub struct Journal {
     pub abort: Abort,
     /// With `--ledger`: every sent outcome is recorded (batched).
     pub ledger: Option<crate::ledger::Ledger>,
-    /// Rows of sent records written but not flushed yet.
-    pub sent_unflushed: usize,
 }
-
-/// The most rows of sent records written before a flush.
-pub const SENT_BLOCK: usize = 64;
 
 impl Journal {
     /// Runs until every sender is gone. Blocking: call on its own thread.
@@ -54,10 +49,9 @@ impl Journal {
         let mut broken = false;
         let mut n: u64 = 0;
         // Rows of records that were never sent (invalid, duplicate,
-        // skipped) are flushed in large blocks: losing one to a kill only
-        // means it is looked at again on --resume. Rows of sent records
-        // are flushed as soon as nothing else is waiting (and at least
-        // every SENT_BLOCK rows): losing one would send it twice.
+        // skipped) are flushed in blocks: losing one to a kill only means
+        // it is looked at again on --resume. Rows of sent records are
+        // flushed one by one, at once: losing one would send it twice.
         let mut unflushed = false;
         loop {
             let msg = match rx.try_recv() {
@@ -68,7 +62,6 @@ impl Journal {
                     self.attempt(&mut broken, &mut report, |j| {
                         if rows {
                             j.writer.flush_row()?;
-                            j.sent_unflushed = 0;
                         }
                         j.flush_ledger(false)
                     });
@@ -182,23 +175,17 @@ impl Journal {
             res = self.writer.write_buffered(&row);
         }
         if res.is_ok() {
-            // Rows of sent records are flushed in blocks of what arrived
-            // together (at most SENT_BLOCK): one write for the block, and
-            // a kill loses at most outcomes still in flight to this
-            // thread. The rest (never sent) go in larger blocks.
-            *unflushed = true;
-            if f.attempts > 0 {
-                self.sent_unflushed += 1;
-            }
-            let due = if self.sent_unflushed > 0 {
-                more_waiting == 0 || self.sent_unflushed >= SENT_BLOCK
-            } else {
-                n.is_multiple_of(4096)
-            };
+            // A sent record's row is flushed at once, on its own: if the
+            // write fails, exactly the rows not in the file are the ones
+            // named in doubt, and a kill loses none that reached here.
+            // Rows of records never sent go in blocks (losing one to a
+            // kill only means it is looked at again on --resume).
+            let due = f.attempts > 0 || *unflushed && n.is_multiple_of(4096);
             if due {
                 res = self.writer.flush_row();
                 *unflushed = false;
-                self.sent_unflushed = 0;
+            } else {
+                *unflushed = true;
             }
         }
         if res.is_ok() {

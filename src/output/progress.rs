@@ -45,18 +45,20 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
-    /// Counts the input's records on a thread of its own (a regular,
-    /// uncompressed file only) and sets the bar's total when done.
-    pub fn count_in_background(&self, source: &crate::input::Source, delimiter: u8) {
-        if self.bar.is_none() {
+    /// Sets the bar's total from how far into the file `records` are:
+    /// `records * size / bytes` (no second pass over the input). Rounds
+    /// up to at least `records`; ignored without a size.
+    pub fn estimate_total(&self, records: u64, bytes: u64, size: Option<u64>) {
+        let (Some(b), Some(size)) = (&self.bar, size) else {
+            return;
+        };
+        if bytes == 0 || records == 0 {
             return;
         }
-        let (p, s) = (self.clone(), source.clone());
-        std::thread::spawn(move || {
-            if let Some(n) = crate::input::count_records(&s, delimiter) {
-                p.set_total(n);
-            }
-        });
+        let est = (records as u128 * size as u128 / bytes as u128) as u64;
+        if b.length() != Some(est.max(records)) {
+            self.set_total(est.max(records));
+        }
     }
 
     pub fn set_total(&self, total: u64) {

@@ -134,7 +134,6 @@ async fn run_plan(
         }
     }
     let progress = Progress::new(plan.progress, None);
-    progress.count_in_background(&plan.source, plan.opts.delimiter);
     if let Some(pr) = &prior {
         progress.inc(pr.rows);
     }
@@ -161,7 +160,6 @@ async fn run_plan(
         progress: progress.clone(),
         abort: abort.clone(),
         ledger,
-        sent_unflushed: 0,
     };
     let journal_thread = std::thread::Builder::new()
         .name("journal".into())
@@ -178,6 +176,7 @@ async fn run_plan(
     };
 
     // Reader thread: records -> jobs, and the outcomes that need no request.
+    let feed_progress = progress.clone();
     let reader = {
         let out = out_tx.clone();
         let abort = abort.clone();
@@ -191,6 +190,7 @@ async fn run_plan(
                     &jobs_tx,
                     &out,
                     &abort,
+                    &feed_progress,
                 )
             })
             .map_err(|e| RunError::Thread(format!("cannot start the reader thread: {e}")))?

@@ -11,6 +11,7 @@ use crate::input::{Input, Item, Verdict};
 use crate::ledger::LedgerReader;
 use crate::model::{problems_message, Abort, AbortReason, Final, OutMsg, Outcome};
 use crate::output::journal;
+use crate::output::progress::Progress;
 use crate::output::results::Prior;
 
 /// What the feed read.
@@ -83,6 +84,7 @@ pub fn read_jobs(
     jobs: &mpsc::Sender<Vec<Job>>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
+    progress: &Progress,
 ) -> Result<ReadReport, crate::input::InputError> {
     let mut batch = Batcher {
         jobs_tx: jobs,
@@ -90,7 +92,7 @@ pub fn read_jobs(
         jobs: Vec::with_capacity(BATCH),
         finals: Vec::new(),
     };
-    let result = feed(input, prior, ledger, &mut batch, abort);
+    let result = feed(input, prior, ledger, &mut batch, abort, progress);
     // What is batched goes even when reading failed: those records were
     // read and decided. After an abort the dispatcher takes no more jobs.
     if !abort.is_triggered() {
@@ -106,14 +108,21 @@ fn feed(
     ledger: Option<&LedgerReader>,
     batch: &mut Batcher<'_>,
     abort: &Abort,
+    progress: &Progress,
 ) -> Result<ReadReport, crate::input::InputError> {
     let out = batch.out;
     let mut report = ReadReport::default();
+    // The bar's total, estimated from how far into the file the records
+    // are: no second pass over the input.
+    let size = input.size();
     let mut body = Vec::with_capacity(512);
     let mut dup = String::new();
     loop {
         if abort.is_triggered() {
             break;
+        }
+        if report.records.is_multiple_of(1024) {
+            progress.estimate_total(report.records, input.bytes_read(), size);
         }
         let Some(item) = input.next_item()? else {
             break;

@@ -10,6 +10,7 @@
 //!
 //! Not for: the command line (`cmd`) or any single stage's logic.
 
+pub mod dry_run;
 pub mod execute;
 pub mod feed;
 pub mod plan;

@@ -38,6 +38,11 @@ impl ShareRequest<'_> {
     /// `out`, which is cleared first. Field order is fixed.
     pub fn write_body(&self, out: &mut Vec<u8>) {
         out.clear();
+        self.append_body(out);
+    }
+
+    /// Appends the body to `out` (what [`ShareRequest::write_body`] writes).
+    pub fn append_body(&self, out: &mut Vec<u8>) {
         let fields = [
             self.identity_reference,
             self.email,
