@@ -20,10 +20,13 @@
 //! that much later than it went ahead (a new connection at start-up, a busy
 //! scheduler): the window counts that slot from there.
 //!
-//! `governor` was the first choice; its GCRA with a burst of 1 restarts
-//! the schedule from the (late) moment a waiter wakes, which loses up to a
-//! millisecond a request (2.5% at 50/s), and a burst above 1 is a start-up
-//! burst. This is the same idea with reservations instead.
+//! `governor` was measured against this and not chosen
+//! (`bench/pacer-compare`, figures in docs/performance.md): with a burst of
+//! 1 it holds the rate, but it counts go-aheads, not arrivals, so a request
+//! that reaches the server late (a new TLS connection) lets the next window
+//! hold one too many and a server limited to exactly the rate answers 429;
+//! a burst above 1 is a start-up burst and draws 429s at once. This is the
+//! same GCRA idea with reservations and a log of the last N grants instead.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -15,7 +15,7 @@
 //! lets a pacer that counts go-aheads put one request too many in it.
 //!
 //! ```text
-//! cargo run --release --example pacer_compare
+//! cargo run --release --manifest-path bench/pacer-compare/Cargo.toml
 //! ```
 
 use std::num::NonZeroU32;
