@@ -18,12 +18,12 @@ A typical migration:
   1. kycshare validate export.csv         dry run: every row checked and signed, nothing sent
   2. kycshare demo                        see the whole job on a local emulator
   3. kycshare run export.csv --base-url https://api.banxa.com
-  4. kycshare run export.csv --base-url … --resume     after a stop, continue where it left off
-  5. kycshare run export.retry.csv --base-url …         retry the rows that failed
+  4. kycshare resume export.results.csv                after a stop, continue where it left off
+  5. kycshare run export.retry.csv --base-url …         retry the rows that failed (the summary prints the command)
 
 Every record gets exactly one row in the results file (export.results.csv).
 Exit codes: 0 all accepted/validated, 1 some rows not accepted, 2 usage or
-input error (nothing sent), 3 aborted (resumable with --resume).";
+input error (nothing sent), 3 aborted (continue with kycshare resume).";
 
 #[derive(Debug, Parser)]
 #[command(name = "kycshare", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -55,6 +55,9 @@ pub enum Command {
     /// The import: send every valid row to Banxa, record each outcome, queue failures for retry.
     #[command(long_about = crate::cmd::run::RUN_ABOUT)]
     Run(crate::cmd::run::RunArgs),
+    /// Continue a stopped run with the settings it was started with (stored beside its results).
+    #[command(long_about = crate::cmd::resume::RESUME_ABOUT)]
+    Resume(crate::cmd::resume::ResumeArgs),
     /// The whole job on the embedded emulator: no credentials, no network, no set-up.
     #[command(long_about = crate::cmd::demo::DEMO_ABOUT)]
     Demo(crate::cmd::demo::DemoArgs),

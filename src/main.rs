@@ -17,6 +17,7 @@ fn main() {
     let json = match &cli.command {
         Command::Validate(a) => Some(("validate", a.input.json)),
         Command::Run(a) => Some(("run", a.input.json)),
+        Command::Resume(a) => Some(("resume", a.json)),
         Command::Demo(a) => Some(("demo", a.json)),
         Command::Ledger(a) => Some(("ledger", a.json)),
         Command::Mock(_) => None,
@@ -24,6 +25,7 @@ fn main() {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
         Command::Run(args) => cmd::run::run(args, ctx),
+        Command::Resume(args) => cmd::resume::run(args, ctx),
         Command::Demo(args) => cmd::demo::run(args, ctx),
         Command::Ledger(args) => cmd::ledger::run(args),
         Command::Mock(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),

@@ -79,7 +79,7 @@ fn drains_on(sig: i32) {
         "in-flight requests finish within the timeout: {drained_in:?}"
     );
     assert!(
-        err.contains("--resume"),
+        err.contains("kycshare resume "),
         "tells the operator to resume: {err}"
     );
     // Everything the emulator saw is journaled: no request lost in flight.
@@ -173,7 +173,7 @@ fn a_second_sigint_exits_at_once_and_loses_nothing_journaled() {
         took < Duration::from_millis(700),
         "the second SIGINT exits at once, not after the 1.5 s answers: {took:?}"
     );
-    assert!(err.contains("--resume"), "{err}");
+    assert!(err.contains("kycshare resume "), "{err}");
     let journaled = results(&res).len();
 
     let out = run(run_cmd(&input, &emu.url).args(args).arg("--resume"));

@@ -88,7 +88,7 @@ fn a_write_error_mid_run_stops_at_once_and_names_the_records_in_doubt() {
     let err = stderr(&out);
     assert_eq!(code(&out), 3, "{err}");
     assert!(err.contains("export.results.csv"), "names the file: {err}");
-    assert!(err.contains("--resume"), "{err}");
+    assert!(err.contains("kycshare resume "), "{err}");
     assert!(
         std::fs::metadata(&res).unwrap().len() <= LIMIT,
         "the limit held"

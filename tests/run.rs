@@ -195,6 +195,7 @@ fn a_401_mid_run_stops_with_exit_3_and_resume_completes_without_resending() {
     let input = export(dir.path(), "e.csv", "u", 60);
     let rec1 = dir.path().join("rec1.jsonl");
     let res = dir.path().join("e.results.csv");
+    let port: u16;
     {
         let emu = Emu::start(|c| {
             c.unauth_after = Some(20);
@@ -210,9 +211,10 @@ fn a_401_mid_run_stops_with_exit_3_and_resume_completes_without_resending() {
         assert_eq!(code(&out), 3, "{}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("401"), "{err}");
-        assert!(err.contains("--resume"), "{err}");
+        assert!(err.contains("kycshare resume "), "{err}");
         let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
         assert!(j["aborted"].is_string());
+        port = emu.url.rsplit(':').next().unwrap().parse().unwrap();
     }
     let first = results(&res);
     assert!(first.len() >= 20 && first.len() < 60, "{}", first.len());
@@ -221,7 +223,8 @@ fn a_401_mid_run_stops_with_exit_3_and_resume_completes_without_resending() {
         "401s leave rows out of the results"
     );
     let rec2 = dir.path().join("rec2.jsonl");
-    let emu = Emu::start(|c| c.record = Some(rec2.clone()));
+    // The same Banxa, its key fixed (a resume to another base URL is refused).
+    let emu = Emu::start_on(port, |c| c.record = Some(rec2.clone()));
     // Without --resume the journal is protected.
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "200/s"]));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
@@ -479,7 +482,7 @@ fn an_input_cut_short_stops_the_run_with_exit_3_and_keeps_what_was_done() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("read error near line"), "{err}");
-    assert!(err.contains("re-export or repair"), "{err}");
+    assert!(err.contains("repair it in place"), "{err}");
     let rows = results(&dir.path().join("cut.results.csv"));
     assert!(!rows.is_empty() && rows.len() < 200);
     let accepted = rows.iter().filter(|r| r["outcome"] == "accepted").count() as u64;

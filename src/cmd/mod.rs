@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod ledger;
 pub mod mock;
+pub mod resume;
 pub mod run;
 pub mod validate;
 
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+pub use crate::input::parse_delimiter;
 use crate::input::Mapping;
 
 /// Settings every command gets from the global flags.
@@ -82,21 +84,6 @@ pub fn parse_timeout(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(t) if t > 0.0 && t <= 3600.0 => Ok(t),
         _ => Err(format!("`{s}`: expected seconds, above 0 and at most 3600")),
-    }
-}
-
-pub fn parse_delimiter(s: &str) -> Result<u8, String> {
-    match s {
-        "tab" | "\\t" | "\t" => return Ok(b'\t'),
-        _ => {}
-    }
-    let b = s.as_bytes();
-    if b.len() == 1 && b[0].is_ascii() && b[0] != b'"' && b[0] != b'\n' && b[0] != b'\r' {
-        Ok(b[0])
-    } else {
-        Err(format!(
-            "`{s}`: the delimiter must be one ASCII character other than a quote or a line break (or `tab`)"
-        ))
     }
 }
 

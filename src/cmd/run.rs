@@ -27,13 +27,18 @@ timeouts after --max-attempts: copied to the retry file), invalid and
 duplicate (never sent).
 
 Stopping and continuing: Ctrl-C (or SIGTERM) stops taking rows, lets requests
-in flight finish and exits 3; a kill loses nothing either. Continue with the
-same command plus --resume: records already in the results file are skipped.
-A 401 from Banxa stops the run the same way (exit 3).
+in flight finish and exits 3. A 401 from Banxa stops the run the same way.
+Before its first request the run stores its settings beside the results file
+(export.results.manifest.json); continue with `kycshare resume
+export.results.csv`: the same settings, records already in the results file
+skipped. After a kill, the requests that were in flight may be sent again.
+`run … --resume` also works, and is refused when a setting that changes what
+is sent or where differs from the stored one.
 
 Examples:
   kycshare run export.csv --base-url https://api.banxa-sandbox.com
-  kycshare run export.csv --base-url https://api.banxa.com --resume
+  kycshare run export.csv --base-url https://api.banxa.com --limit 20       (a canary)
+  kycshare resume export.results.csv                                        (continue, same settings)
   kycshare run export.retry.csv --base-url https://api.banxa.com
   kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
   kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
@@ -75,6 +80,11 @@ pub struct RunArgs {
     /// Continue a stopped run: skip every record already in the results file.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
+    /// A canary: stop after N records have been sent (the summary says how
+    /// to continue: `kycshare resume RESULTS`). Not stored: `resume` sends
+    /// the rest.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// Read the API secret from this file (first line) instead of BANXA_API_SECRET.
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
@@ -130,7 +140,12 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
         bail!("--for-client-id is only used with --mint");
     }
     let json = args.input.json;
-    let plan = Plan::resolve(settings(args, ctx))?;
+    execute_settings(settings(args, ctx), json)
+}
+
+/// Resolves and runs `s` (`run` and `resume`), printing the summary.
+pub fn execute_settings(s: Settings, json: bool) -> anyhow::Result<i32> {
+    let plan = Plan::resolve(s)?;
     let rt = crate::cmd::pipeline_runtime()?;
     let result = rt.block_on(crate::pipeline::execute(plan, true));
     match result {
@@ -166,6 +181,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.ledger = args.ledger;
     s.metrics_file = args.metrics_file;
     s.progress = !ctx.quiet;
+    s.limit = args.limit;
     s.mint = args.mint.then_some(MintSettings {
         for_client_id: args.for_client_id,
         token_ttl: Some(args.token_ttl),

@@ -187,6 +187,23 @@ impl Columns {
     }
 }
 
+/// `--delimiter C`: one ASCII character other than a quote or a line
+/// break, or `tab`.
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => return Ok(b'\t'),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    if b.len() == 1 && b[0].is_ascii() && b[0] != b'"' && b[0] != b'\n' && b[0] != b'\r' {
+        Ok(b[0])
+    } else {
+        Err(format!(
+            "`{s}`: the delimiter must be one ASCII character other than a quote or a line break (or `tab`)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

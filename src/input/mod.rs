@@ -19,7 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::Problem;
 
-pub use columns::{Columns, Field, Mapping, TokenMode};
+pub use columns::{parse_delimiter, Columns, Field, Mapping, TokenMode};
 pub use reader::{RawRecord, RecordReader};
 pub use source::Source;
 

@@ -96,7 +96,7 @@ pub fn beside(input: &Path, suffix: &str) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for ext in [".gz", ".csv"] {
+    for ext in [".gz", ".csv", ".tsv"] {
         if name.len() > ext.len() && name[name.len() - ext.len()..].eq_ignore_ascii_case(ext) {
             name.truncate(name.len() - ext.len());
         }
@@ -121,6 +121,10 @@ mod tests {
         assert_eq!(
             beside(Path::new("dump.TXT"), "results"),
             Path::new("dump.TXT.results.csv")
+        );
+        assert_eq!(
+            beside(Path::new("tab.tsv"), "results"),
+            Path::new("tab.results.csv")
         );
         assert_eq!(
             beside(Path::new("x.retry.csv"), "results"),

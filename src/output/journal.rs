@@ -42,29 +42,36 @@ pub struct Journal {
     pub ledger: Option<crate::ledger::Ledger>,
 }
 
+/// The most rows written at once.
+const BLOCK: usize = 1024;
+
+/// The rows buffered since the last write: (record, identityReference,
+/// outcome, sent).
+#[derive(Default)]
+struct Block {
+    rows: Vec<(u64, String, crate::model::Outcome, bool)>,
+    sent: bool,
+}
+
 impl Journal {
     /// Runs until every sender is gone. Blocking: call on its own thread.
     pub fn run(mut self, mut rx: mpsc::Receiver<OutMsg>) -> JournalReport {
         let mut report = JournalReport::default();
         let mut broken = false;
         let mut n: u64 = 0;
-        // Rows of records that were never sent (invalid, duplicate,
-        // skipped) are flushed in blocks: losing one to a kill only means
-        // it is looked at again on --resume. Rows of sent records are
-        // flushed one by one, at once: losing one would send it twice.
-        let mut unflushed = false;
+        // Rows are written in blocks: what arrived together, one write
+        // when nothing more is waiting (or every BLOCK rows). A kill loses
+        // at most the block being written, whose requests were in flight
+        // a moment before; a failed write names exactly the rows of the
+        // block that did not reach the file.
+        let mut block = Block::default();
         loop {
             let msg = match rx.try_recv() {
                 Ok(m) => m,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Nothing waiting: write out what is buffered.
-                    let rows = std::mem::take(&mut unflushed);
-                    self.attempt(&mut broken, &mut report, |j| {
-                        if rows {
-                            j.writer.flush_row()?;
-                        }
-                        j.flush_ledger(false)
-                    });
+                    self.flush_block(&mut block, &mut broken, &mut report);
+                    self.attempt(&mut broken, &mut report, |j| j.flush_ledger(false));
                     match rx.blocking_recv() {
                         Some(m) => m,
                         None => break,
@@ -75,6 +82,7 @@ impl Journal {
             match msg {
                 OutMsg::Tick => {
                     self.progress.show_counts(&self.counts);
+                    self.flush_block(&mut block, &mut broken, &mut report);
                     self.attempt(&mut broken, &mut report, |j| {
                         j.writer.sync()?;
                         j.flush_ledger(true)
@@ -85,19 +93,20 @@ impl Journal {
                 }
                 OutMsg::Final(f) => {
                     let waiting = rx.len();
-                    self.record(f, waiting, &mut broken, &mut report, &mut n, &mut unflushed);
+                    self.record(f, waiting, &mut broken, &mut report, &mut n, &mut block);
                 }
                 OutMsg::Finals(batch) => {
                     let waiting = rx.len();
                     let last = batch.len().saturating_sub(1);
                     for (i, f) in batch.into_iter().enumerate() {
                         let more = waiting + (last - i);
-                        self.record(f, more, &mut broken, &mut report, &mut n, &mut unflushed);
+                        self.record(f, more, &mut broken, &mut report, &mut n, &mut block);
                     }
                 }
             }
         }
         self.progress.show_counts(&self.counts);
+        self.flush_block(&mut block, &mut broken, &mut report);
         let finished = !broken;
         self.attempt(&mut broken, &mut report, |j| {
             j.writer.sync()?;
@@ -126,7 +135,7 @@ impl Journal {
         broken: &mut bool,
         report: &mut JournalReport,
         n: &mut u64,
-        unflushed: &mut bool,
+        block: &mut Block,
     ) {
         if *broken {
             report
@@ -175,23 +184,18 @@ impl Journal {
             res = self.writer.write_buffered(&row);
         }
         if res.is_ok() {
-            // A sent record's row is flushed at once, on its own: if the
-            // write fails, exactly the rows not in the file are the ones
-            // named in doubt, and a kill loses none that reached here.
-            // Rows of records never sent go in blocks (losing one to a
-            // kill only means it is looked at again on --resume).
-            let due = f.attempts > 0 || *unflushed && n.is_multiple_of(4096);
-            if due {
-                res = self.writer.flush_row();
-                *unflushed = false;
-            } else {
-                *unflushed = true;
-            }
-        }
-        if res.is_ok() {
             if let Some(raw) = &f.raw {
                 res = self.retry.push(raw);
             }
+        }
+        if res.is_ok() {
+            block.rows.push((
+                f.record,
+                f.identity_reference.clone(),
+                f.outcome,
+                f.attempts > 0,
+            ));
+            block.sent |= f.attempts > 0;
         }
         if let Err(e) = res {
             *broken = true;
@@ -208,6 +212,35 @@ impl Journal {
         if n.is_multiple_of(16) {
             self.progress.show_counts(&self.counts);
         }
+        // Sent rows go out as soon as nothing more is waiting; rows of
+        // records never sent may wait for a full block (losing one to a
+        // kill only means it is looked at again on --resume).
+        if (block.sent && more_waiting == 0) || block.rows.len() >= BLOCK {
+            self.flush_block(block, broken, report);
+        }
+    }
+
+    /// Writes the block to the file. On failure the rows that did not
+    /// reach it are in doubt (the sent ones) and the journal breaks.
+    fn flush_block(&mut self, block: &mut Block, broken: &mut bool, report: &mut JournalReport) {
+        if block.rows.is_empty() || *broken {
+            block.rows.clear();
+            block.sent = false;
+            return;
+        }
+        if let Err(e) = self.writer.flush_row() {
+            let lost = self.writer.rows_not_written().min(block.rows.len());
+            let from = block.rows.len() - lost;
+            for (record, id, outcome, sent) in block.rows.drain(from..) {
+                if sent {
+                    report.in_doubt.push((record, id, outcome));
+                }
+            }
+            *broken = true;
+            self.fail(report, e);
+        }
+        block.rows.clear();
+        block.sent = false;
     }
 
     /// Runs one write unless the journal is already broken; a failure breaks

@@ -1,6 +1,6 @@
 //! The results file: one CSV row per input record that reached a final
-//! outcome, appended as outcomes happen, flushed per row and synced at
-//! least once a second. For `run` it is the journal that `--resume` reads.
+//! outcome, appended as outcomes happen, written in blocks (what arrived
+//! together) and synced at least once a second. For `run` it is the journal that `--resume` reads.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
@@ -34,8 +34,15 @@ pub struct ResultRow<'a> {
 /// Appends result rows; flushes each one and syncs at least once a second.
 pub struct ResultsWriter {
     path: PathBuf,
-    w: csv::Writer<File>,
-    sync_handle: File,
+    /// Rows are formatted into memory and written to `file` in blocks.
+    w: csv::Writer<SharedBuf>,
+    buf: SharedBuf,
+    file: File,
+    /// Where each buffered row ends in the buffer.
+    ends: Vec<usize>,
+    /// Bytes of the buffer already in the file (a write that failed part
+    /// way through).
+    written: usize,
     last_sync: Instant,
     dirty: bool,
     itoa: [itoa::Buffer; 4],
@@ -87,13 +94,16 @@ impl ResultsWriter {
     }
 
     fn from_file(path: &Path, file: File) -> Result<ResultsWriter, OutputError> {
-        let sync_handle = file.try_clone().map_err(|e| OutputError::io(path, e))?;
+        let buf = SharedBuf::default();
         Ok(ResultsWriter {
             path: path.to_path_buf(),
             w: csv::WriterBuilder::new()
-                .buffer_capacity(64 * 1024)
-                .from_writer(file),
-            sync_handle,
+                .buffer_capacity(4 * 1024)
+                .from_writer(buf.clone()),
+            buf,
+            file,
+            ends: Vec::new(),
+            written: 0,
             last_sync: Instant::now(),
             dirty: false,
             itoa: Default::default(),
@@ -166,14 +176,48 @@ impl ResultsWriter {
                 at.as_bytes(),
             ])
             .map_err(|e| OutputError::io(&self.path, e.into()))?;
+        // Into the block's buffer (memory only), so that the row's end is known.
+        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        self.ends.push(self.buf.len());
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Rows buffered and not (completely) in the file: after a failed
+    /// write, the last this many rows written are the ones not on disk.
+    pub fn rows_not_written(&self) -> usize {
+        self.ends.iter().filter(|e| **e > self.written).count()
+    }
+
+    /// Writes the buffered block to the file, counting what reached it.
+    fn write_block(&mut self) -> Result<(), OutputError> {
+        use std::io::Write;
+        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        let mut buf = self.buf.0.lock().unwrap_or_else(|p| p.into_inner());
+        while self.written < buf.len() {
+            match self.file.write(&buf[self.written..]) {
+                Ok(0) => {
+                    return Err(OutputError::io(
+                        &self.path,
+                        io::Error::new(io::ErrorKind::WriteZero, "the file took no more bytes"),
+                    ))
+                }
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(OutputError::io(&self.path, e)),
+            }
+        }
+        buf.clear();
+        drop(buf);
+        self.ends.clear();
+        self.written = 0;
         Ok(())
     }
 
     /// Flushes buffered rows to the file; syncs if the last sync is more
     /// than a second old.
     pub fn flush_row(&mut self) -> Result<(), OutputError> {
-        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        self.write_block()?;
         if self.last_sync.elapsed() >= SYNC_EVERY {
             self.sync()?;
         }
@@ -183,9 +227,9 @@ impl ResultsWriter {
     /// Flushes, then syncs written rows to disk (fdatasync) if any were
     /// written since the last sync.
     pub fn sync(&mut self) -> Result<(), OutputError> {
-        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        self.write_block()?;
         if self.dirty {
-            self.sync_handle
+            self.file
                 .sync_data()
                 .map_err(|e| OutputError::io(&self.path, e))?;
             self.dirty = false;
@@ -196,9 +240,33 @@ impl ResultsWriter {
 
     /// Flushes and syncs; the file is complete on disk after this.
     pub fn finish(mut self) -> Result<(), OutputError> {
-        self.w.flush().map_err(|e| OutputError::io(&self.path, e))?;
+        self.write_block()?;
         self.dirty = true;
         self.sync()
+    }
+}
+
+/// The block buffer the CSV writer formats rows into; the results writer
+/// takes it from there to the file (csv's writer does not lend its sink).
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuf {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

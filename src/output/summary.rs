@@ -127,6 +127,11 @@ pub struct Summary {
     pub aborted: Option<String>,
     pub top_reasons: Vec<Reason>,
     pub next_steps: Vec<String>,
+    /// The commands the next steps name, each exactly as it appears there
+    /// (and runs as printed, credentials aside).
+    pub next_commands: Vec<String>,
+    /// `--limit N` stopped the run with records left: N.
+    pub limit_reached: Option<u64>,
 }
 
 impl Summary {
@@ -153,6 +158,8 @@ impl Summary {
             aborted: None,
             top_reasons: Vec::new(),
             next_steps: Vec::new(),
+            next_commands: Vec::new(),
+            limit_reached: None,
         }
     }
 
@@ -176,13 +183,20 @@ impl Summary {
         }
     }
 
+    /// A next step that ends with a command: `text` then the command.
+    pub fn step_with_command(&mut self, text: &str, command: String) {
+        self.next_steps.push(format!("{text} {command}"));
+        self.next_commands.push(command);
+    }
+
     /// The human summary, for stderr.
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let verb = match &self.aborted {
-            Some(_) => "stopped",
-            None => "finished",
+        let verb = match (&self.aborted, self.limit_reached) {
+            (Some(_), _) => "stopped".to_string(),
+            (None, Some(n)) => format!("stopped after sending {n} (--limit)"),
+            (None, None) => "finished".to_string(),
         };
         let _ = writeln!(
             s,

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::feed::{read_jobs, ReadReport};
+use super::manifest::manifest_path;
 use super::plan::{check_existing_results, Plan};
 use super::report::{summarise, Finished};
 use super::RunError;
@@ -96,6 +97,14 @@ async fn run_plan(
         ResultsWriter::create(&plan.results, replace)?
     };
     let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;
+    // How the run was started, on disk before its first request: `resume`
+    // continues with exactly this.
+    let manifest_file = manifest_path(&plan.results);
+    if !plan.manifest_stored || !manifest_file.exists() {
+        plan.manifest
+            .store(&plan.results)
+            .map_err(|e| crate::output::OutputError::io(&manifest_file, e))?;
+    }
     // The run enters the ledger only once every check has passed.
     let run_id = match &mut ledger {
         Some(l) => Some(l.begin_run(&plan.source.display(), std::time::SystemTime::now())?),
@@ -170,13 +179,18 @@ async fn run_plan(
     tokio::spawn(journal::ticker(out_tx.clone(), ticker_stop.clone()));
 
     let signals = if handle_signals {
-        Some(tokio::spawn(super::signals::watch(abort.clone(), hard)))
+        Some(tokio::spawn(super::signals::watch(
+            abort.clone(),
+            hard,
+            super::manifest::resume_command(&plan.results),
+        )))
     } else {
         None
     };
 
     // Reader thread: records -> jobs, and the outcomes that need no request.
     let feed_progress = progress.clone();
+    let limit = plan.limit;
     let reader = {
         let out = out_tx.clone();
         let abort = abort.clone();
@@ -185,8 +199,11 @@ async fn run_plan(
             .spawn(move || {
                 read_jobs(
                     &mut input,
-                    prior.as_ref(),
-                    ledger_reader.as_ref(),
+                    super::feed::Rules {
+                        limit,
+                        prior: prior.as_ref(),
+                        ledger: ledger_reader.as_ref(),
+                    },
                     &jobs_tx,
                     &out,
                     &abort,

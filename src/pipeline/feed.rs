@@ -21,6 +21,10 @@ pub struct ReadReport {
     pub records: u64,
     /// Records whose outcome an earlier run already wrote (`--resume`).
     pub earlier_done: u64,
+    /// Records handed to the dispatcher to be sent.
+    pub to_send: u64,
+    /// True when `--limit` stopped the reading with records left.
+    pub limited: bool,
 }
 
 /// The most jobs (or outcomes) handed over at once.
@@ -77,10 +81,19 @@ impl Batcher<'_> {
     }
 }
 
+/// What the feed skips, and where it stops.
+pub struct Rules<'a> {
+    /// `--limit N`: stop after N records handed over to be sent.
+    pub limit: Option<u64>,
+    /// `--resume`: the outcomes an earlier run wrote.
+    pub prior: Option<&'a Prior>,
+    /// `--ledger`: what Banxa already has.
+    pub ledger: Option<&'a LedgerReader>,
+}
+
 pub fn read_jobs(
     input: &mut Input,
-    prior: Option<&Prior>,
-    ledger: Option<&LedgerReader>,
+    rules: Rules<'_>,
     jobs: &mpsc::Sender<Vec<Job>>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
@@ -92,7 +105,7 @@ pub fn read_jobs(
         jobs: Vec::with_capacity(BATCH),
         finals: Vec::new(),
     };
-    let result = feed(input, prior, ledger, &mut batch, abort, progress);
+    let result = feed(input, rules, &mut batch, abort, progress);
     // What is batched goes even when reading failed: those records were
     // read and decided. After an abort the dispatcher takes no more jobs.
     if !abort.is_triggered() {
@@ -104,8 +117,11 @@ pub fn read_jobs(
 
 fn feed(
     input: &mut Input,
-    prior: Option<&Prior>,
-    ledger: Option<&LedgerReader>,
+    Rules {
+        limit,
+        prior,
+        ledger,
+    }: Rules<'_>,
     batch: &mut Batcher<'_>,
     abort: &Abort,
     progress: &Progress,
@@ -119,6 +135,12 @@ fn feed(
     let mut dup = String::new();
     loop {
         if abort.is_triggered() {
+            break;
+        }
+        if limit.is_some_and(|n| report.to_send >= n) {
+            // The canary has been sent: the rest waits for `resume`. The
+            // next record is peeked at only to know whether any is left.
+            report.limited = input.next_item()?.is_some();
             break;
         }
         if report.records.is_multiple_of(1024) {
@@ -189,6 +211,7 @@ fn feed(
                         raw: item.raw.to_byte_record(),
                         fingerprint,
                     };
+                    report.to_send += 1;
                     batch.job(job)
                 }
             }

@@ -13,6 +13,7 @@
 pub mod dry_run;
 pub mod execute;
 pub mod feed;
+pub mod manifest;
 pub mod plan;
 pub mod report;
 pub mod signals;

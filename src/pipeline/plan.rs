@@ -17,6 +17,8 @@ use crate::output::results::{looks_like_results, read_prior};
 use crate::output::OutputError;
 use crate::request::mint::SumsubCredentials;
 
+use super::manifest::{command_line, find_parent, resume_command, shell_line, Manifest};
+
 /// Attempts per row for retryable answers, by default.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Seconds to wait for each answer, by default.
@@ -71,6 +73,15 @@ pub struct Settings {
     pub mint: Option<MintSettings>,
     /// A progress bar (or lines) on stderr.
     pub progress: bool,
+    /// `--limit N`: stop after N records have been sent (a canary). Not
+    /// stored in the manifest: `resume` continues the rest.
+    pub limit: Option<u64>,
+    /// The results file of the run whose retry file the input is (found
+    /// when `None`).
+    pub parent: Option<PathBuf>,
+    /// `kycshare resume`: the stored manifest is kept as it is (pacing
+    /// overrides are for this session only).
+    pub keep_manifest: bool,
 }
 
 impl Settings {
@@ -96,6 +107,9 @@ impl Settings {
             metrics_file: None,
             mint: None,
             progress: true,
+            limit: None,
+            parent: None,
+            keep_manifest: false,
         }
     }
 }
@@ -137,6 +151,15 @@ pub struct Plan {
     pub mint: Option<MintPlan>,
     /// Said once at the start (a rate above the published limit).
     pub warnings: Vec<String>,
+    /// `--limit N`.
+    pub limit: Option<u64>,
+    /// The settings as asked, for the commands printed as next steps.
+    pub settings: Settings,
+    /// How the run was started: stored beside the results file before the
+    /// first request (kept as it is when a run is resumed).
+    pub manifest: Manifest,
+    /// True when `manifest` is already on disk (a resumed run).
+    pub manifest_stored: bool,
 }
 
 /// `--mint`: where and how tokens are minted.
@@ -152,6 +175,14 @@ impl Plan {
     /// Applies the defaults and checks everything that can be checked
     /// before the input is opened.
     pub fn resolve(s: Settings) -> Result<Plan, PlanError> {
+        let asked = Settings {
+            credentials: None,
+            mint: s.mint.clone().map(|m| MintSettings {
+                credentials: None,
+                ..m
+            }),
+            ..s.clone()
+        };
         let base_url = check_base_url(&s.base_url)?;
         let rate = s.rate.unwrap_or_else(|| default_rate(&base_url));
         let warnings = rate_warning(rate, &base_url).into_iter().collect();
@@ -171,6 +202,7 @@ impl Plan {
             (None, Source::File(p)) => crate::input::source::beside(p, "retry"),
             (None, Source::Stdin) => crate::input::source::beside(&results, "retry"),
         };
+        let (manifest, manifest_stored) = manifest_for(&asked, &source, &results, &retry)?;
         let mint = match s.mint {
             Some(m) => Some(resolve_mint(m, &base_url, rate)?),
             None => None,
@@ -212,8 +244,90 @@ impl Plan {
             metrics: s.metrics_file,
             mint,
             warnings,
+            limit: s.limit,
+            settings: asked,
+            manifest,
+            manifest_stored,
         })
     }
+}
+
+/// The manifest of this run: the stored one when resuming (refused when a
+/// setting that changes what is sent or where differs), else a new one.
+/// Refuses `--resume` without a results file, and a results file that
+/// belongs to a run of another input.
+fn manifest_for(
+    s: &Settings,
+    source: &Source,
+    results: &Path,
+    retry: &Path,
+) -> Result<(Manifest, bool), PlanError> {
+    let started = crate::model::rfc3339_millis(std::time::SystemTime::now());
+    let mut fresh = Manifest::of(s, results, retry, started);
+    if s.resume && !results.exists() {
+        let mut again = s.clone();
+        again.resume = false;
+        return Err(usage(format!(
+            "--resume: there is no results file {} to continue from, so there is no run to resume (was it started with another --results?). To start the run: {}",
+            results.display(),
+            shell_line(&command_line(&again, &s.input, s.results.as_deref()))
+        )));
+    }
+    let stored = if results.exists() {
+        Manifest::load(results)?
+    } else {
+        None
+    };
+    match stored {
+        Some(stored) if s.resume => {
+            let diff = stored.differences(&fresh);
+            if !diff.is_empty() {
+                return Err(usage(format!(
+                    "--resume: {} was started with other settings, and resuming with these would send other data or send it elsewhere:\n  {}\nContinue the run as it was started with: {}",
+                    results.display(),
+                    diff.join("\n  "),
+                    resume_command(results)
+                )));
+            }
+            if s.keep_manifest {
+                return Ok((stored, true));
+            }
+            // `run … --resume`: the settings that may differ (pacing, the
+            // CA, the secret file) are the latest ones from now on.
+            fresh.started_at = stored.started_at;
+            fresh.parent = stored.parent;
+            Ok((fresh, false))
+        }
+        Some(stored) if !s.force && stored.input != fresh.input && *source != Source::Stdin => {
+            let mut own = s.clone();
+            own.resume = false;
+            let mut own_results = crate::input::source::beside(&s.input, "results");
+            if absolute_eq(&own_results, results) {
+                own_results = crate::input::source::beside(&s.input, "2.results");
+            }
+            Err(usage(format!(
+                "{} belongs to the run of {} (started {}), not to {}. To continue that run: {}. To send {} instead, give it a results file of its own: {}",
+                results.display(),
+                stored.input.display(),
+                stored.started_at,
+                s.input.display(),
+                resume_command(results),
+                s.input.display(),
+                shell_line(&command_line(&own, &s.input, Some(&own_results)))
+            )))
+        }
+        _ => {
+            fresh.parent = s.parent.clone().or_else(|| match source {
+                Source::File(p) => find_parent(p),
+                Source::Stdin => None,
+            });
+            Ok((fresh, false))
+        }
+    }
+}
+
+fn absolute_eq(a: &Path, b: &Path) -> bool {
+    std::path::absolute(a).ok() == std::path::absolute(b).ok()
 }
 
 fn resolve_mint(m: MintSettings, base_url: &str, rate: Rate) -> Result<MintPlan, PlanError> {

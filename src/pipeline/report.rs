@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::feed::ReadReport;
+use super::manifest::{command_line, resume_command, shell_line};
 use super::plan::Plan;
 use crate::ledger::{RunCounts, RunId};
 use crate::model::AbortReason;
@@ -63,7 +64,10 @@ pub fn summarise(plan: &Plan, f: Finished<'_>) -> Summary {
             list.join(", ")
         ));
     }
-    next_steps(&mut summary, plan, f.aborted.as_ref());
+    if f.read.limited && f.aborted.is_none() {
+        summary.limit_reached = plan.limit;
+    }
+    next_steps(&mut summary, plan, f.aborted.as_ref(), f.read.limited);
 
     let ended = SystemTime::now();
     let mut last_success = None;
@@ -94,41 +98,58 @@ pub fn summarise(plan: &Plan, f: Finished<'_>) -> Summary {
     summary
 }
 
-fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>) {
-    let input = plan.source.display();
+fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>, limited: bool) {
+    let resume = resume_command(&plan.results);
     match aborted {
-        Some(AbortReason::Unauthorized(_)) => s.next_steps.push(format!(
-            "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET: wrong, or revoked?), then continue with: kycshare run {input} --base-url {} --resume",
-            plan.base_url
-        )),
-        Some(AbortReason::Untrusted(_)) => s.next_steps.push(format!(
-            "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), pass that CA with --ca-cert FILE (PEM); then continue with: kycshare run {input} --base-url {} --resume",
-            plan.base_url, plan.base_url
-        )),
-        Some(AbortReason::Storage(_)) => s.next_steps.push(format!(
-            "free space or fix {} (see the error above), then continue with: kycshare run {input} --base-url {} --resume",
-            plan.results.display(),
-            plan.base_url
-        )),
-        Some(AbortReason::Input(_)) => s.next_steps.push(format!(
-            "the input could not be read to the end (see above): re-export or repair it; the records already in {} are kept, and kycshare run {input} --base-url {} --resume sends the rest",
-            plan.results.display(),
-            plan.base_url
-        )),
-        Some(_) => s.next_steps.push(format!(
-            "{} record(s) not sent yet; continue with: kycshare run {input} --base-url {} --resume",
-            s.pending, plan.base_url
-        )),
+        Some(AbortReason::Unauthorized(_)) => s.step_with_command(
+            "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET, or the --api-secret-file: wrong, or revoked?), then continue with:",
+            resume,
+        ),
+        Some(AbortReason::Untrusted(_)) => s.step_with_command(
+            &format!(
+                "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), start again with that CA: the run keeps its --ca-cert, so pass it to a new run, or fix the trust store; then continue with:",
+                plan.base_url
+            ),
+            resume,
+        ),
+        Some(AbortReason::Storage(_)) => s.step_with_command(
+            &format!(
+                "free space or fix {} (see the error above), then continue with:",
+                plan.results.display()
+            ),
+            resume,
+        ),
+        Some(AbortReason::Input(_)) => s.step_with_command(
+            &format!(
+                "the input could not be read to the end (see above): repair it in place (the same records in the same order; the records already in {} are kept), then send the rest with:",
+                plan.results.display()
+            ),
+            resume,
+        ),
+        Some(_) => s.step_with_command(
+            &format!(
+                "{} record(s) not sent yet; continue with:",
+                s.pending
+            ),
+            resume,
+        ),
+        None if limited => s.step_with_command(
+            "the canary is done (check its outcomes above); send the rest with:",
+            resume,
+        ),
         None => {}
     }
     if s.failed > 0 {
-        s.next_steps.push(format!(
-            "{} row{} failed after retries (429/5xx/timeouts): retry them with kycshare run {} --base-url {}",
-            s.failed,
-            if s.failed == 1 { "" } else { "s" },
-            plan.retry.display(),
-            plan.base_url
-        ));
+        let retry = shell_line(&command_line(&plan.settings, &plan.retry, None));
+        s.step_with_command(
+            &format!(
+                "{} row{} failed after retries (429/5xx/timeouts): once Banxa answers again, retry {} with:",
+                s.failed,
+                if s.failed == 1 { "" } else { "s" },
+                if s.failed == 1 { "it" } else { "them" },
+            ),
+            retry,
+        );
     }
     if s.rejected > 0 {
         s.next_steps.push(format!(
@@ -150,7 +171,7 @@ fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>) {
             plan.results.display()
         ));
     }
-    if aborted.is_none() && s.exit_code == 0 {
+    if aborted.is_none() && !limited && s.exit_code == 0 {
         s.next_steps
             .push("nothing left to do: every record is accepted".into());
     }

@@ -98,6 +98,11 @@ pub const SECRET: &str = "test-secret-value-9d8e7f";
 
 impl Emu {
     pub fn start(f: impl FnOnce(&mut kycshare::mock::MockConfig)) -> Emu {
+        Emu::start_on(0, f)
+    }
+
+    /// On a given loopback port (0: any).
+    pub fn start_on(port: u16, f: impl FnOnce(&mut kycshare::mock::MockConfig)) -> Emu {
         let mut cfg = kycshare::mock::MockConfig::new(KEY, kycshare::secret::Secret::new(SECRET));
         cfg.rate_limit_per_min = None;
         f(&mut cfg);
@@ -108,7 +113,7 @@ impl Emu {
             .unwrap();
         let server = rt
             .block_on(kycshare::mock::MockServer::start(
-                ([127, 0, 0, 1], 0).into(),
+                ([127, 0, 0, 1], port).into(),
                 cfg,
             ))
             .unwrap();
@@ -318,4 +323,48 @@ pub fn run_measured(cmd: &mut Command, dir: &Path) -> (i32, u64, String) {
         peak_kib,
         std::fs::read_to_string(&err_path).unwrap_or_default(),
     )
+}
+
+/// Runs a command kycshare printed as a next step, verbatim, through the
+/// shell, in `dir`, with the test credentials in the environment.
+pub fn run_printed(command: &str, dir: &Path) -> Output {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kycshare"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("KYCSHARE_BASE_URL")
+        .env("BANXA_API_KEY", KEY)
+        .env("BANXA_API_SECRET", SECRET)
+        .output()
+        .expect("sh")
+}
+
+/// The `nextCommands` of a `--json` summary on stdout; each also appears,
+/// verbatim, in the human summary on stderr.
+pub fn next_commands(o: &Output) -> Vec<String> {
+    let j: serde_json::Value = serde_json::from_str(stdout(o).trim()).expect("--json summary");
+    let cmds: Vec<String> = j["nextCommands"]
+        .as_array()
+        .expect("nextCommands")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    for c in &cmds {
+        assert!(
+            stderr(o).contains(c.as_str()),
+            "`{c}` is printed: {}",
+            stderr(o)
+        );
+    }
+    cmds
 }
