@@ -317,3 +317,44 @@ fn the_printed_retry_command_runs_and_remembers_its_parent() {
             .join("export.results.csv")
     );
 }
+
+#[test]
+fn the_run_command_printed_by_validate_keeps_the_maps_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(|_| {});
+    std::fs::write(
+        dir.path().join("odd cols.csv"),
+        "cust;mail;phone;tok\nv-1;a@example.com;+61400000001;tok-v-1-Zx9\nv-2;b@example.com;+61400000002;tok-v-2-Zx9\n",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path())
+        .env("KYCSHARE_BASE_URL", &emu.url)
+        .args([
+            "validate",
+            "odd cols.csv",
+            "--delimiter",
+            ";",
+            "--map",
+            "identityReference=cust",
+            "--map",
+            "email=mail",
+            "--map",
+            "mobileNumber=phone",
+            "--map",
+            "token=tok",
+            "--json",
+        ]);
+    let out = run(&mut cmd);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let cmds = next_commands(&out);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert!(
+        cmds[0].contains("--map identityReference=cust"),
+        "{}",
+        cmds[0]
+    );
+    let out = run_printed(&cmds[0], dir.path());
+    assert_eq!(code(&out), 0, "{}: {}", cmds[0], stderr(&out));
+    assert_eq!(emu.stats().by_status.get("202").copied(), Some(2));
+}

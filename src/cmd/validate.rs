@@ -104,10 +104,28 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
             summary.validated
         ));
     } else {
-        summary.next_steps.push(format!(
-            "every row is valid: send them with kycshare run {} --base-url URL",
-            source.display()
-        ));
+        // The command that sends this file as it was read here: the same
+        // mapping and delimiter, to the configured Banxa or the sandbox.
+        let base_url = std::env::var("KYCSHARE_BASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "https://api.banxa-sandbox.com".into());
+        let mut s = crate::pipeline::Settings::new(&args.input.input, base_url);
+        s.maps = args.input.maps.clone();
+        s.delimiter = args.input.delimiter;
+        let mut words = crate::pipeline::manifest::command_line(&s, &args.input.input, None);
+        if args.mint {
+            words.extend(["--mint".into(), "--for-client-id".into()]);
+            summary.next_steps.push(format!(
+                "every row is valid: send them with {} followed by Banxa's client id in Sumsub",
+                crate::pipeline::manifest::shell_line(&words)
+            ));
+        } else {
+            summary.step_with_command(
+                "every row is valid: send them (first to Banxa's sandbox, unless KYCSHARE_BASE_URL says otherwise) with:",
+                crate::pipeline::manifest::shell_line(&words),
+            );
+        }
     }
     crate::cmd::print_summary(&summary, args.input.json);
     Ok(summary.exit_code)
