@@ -71,7 +71,13 @@ fn every_record_gets_one_outcome_under_every_fault_at_once() {
     assert_eq!(sum, ROWS, "the counts add up to the total");
     for r in &rows {
         let attempts: u32 = r["attempts"].parse().unwrap();
-        assert!((1..=4).contains(&attempts), "{r:?}");
+        // `attempts` counts requests sent (SPEC); more than --max-attempts
+        // only when the breaker paused the run and gave attempts back.
+        let paused = err.contains("Banxa answering again");
+        assert!(
+            (1..=4).contains(&attempts) || (paused && attempts > 4),
+            "{r:?}"
+        );
         assert!(
             matches!(r["outcome"].as_str(), "accepted" | "failed"),
             "{r:?}"

@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// Continue a stopped run: skip every record already in the results file.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
+    /// How long the run waits for Banxa when nothing succeeds (an outage:
+    /// sending pauses and one probe at a time asks whether Banxa is back)
+    /// before it stops with exit 3 (resumable). E.g. 15m, 2h.
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_outage: Duration,
     /// A canary: stop after N records have been sent (the summary says how
     /// to continue: `kycshare resume RESULTS`). Not stored: `resume` sends
     /// the rest.
@@ -163,6 +168,15 @@ pub fn execute_settings(s: Settings, json: bool) -> anyhow::Result<i32> {
     }
 }
 
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}`: {e} (expected e.g. 15m, 90s, 2h)"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}`: at least 1s"));
+    }
+    Ok(d)
+}
+
 /// The settings `run` was given.
 pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     let mut s = Settings::new(args.input.input, args.base_url);
@@ -182,6 +196,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.metrics_file = args.metrics_file;
     s.progress = !ctx.quiet;
     s.limit = args.limit;
+    s.max_outage = args.max_outage;
     s.mint = args.mint.then_some(MintSettings {
         for_client_id: args.for_client_id,
         token_ttl: Some(args.token_ttl),

@@ -126,6 +126,78 @@ impl BanxaClient {
     }
 }
 
+/// What a probe found: Banxa answering (any answer that is not 429 or
+/// 5xx: 404 for the identity that cannot exist, 200, even 401), or not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Up(u16),
+    Down(String),
+}
+
+/// The path prefix of Banxa's identity retrieval.
+pub const IDENTITY_PATH: &str = "/eapi/v0/identities/";
+
+impl BanxaClient {
+    /// The request `check` sends and the breaker probes with: a signed
+    /// `GET` of an identity that cannot exist (changes nothing).
+    pub async fn probe(&self) -> (Probe, Option<Reply>) {
+        let nonce = self.nonces.next();
+        let path = format!("{IDENTITY_PATH}kycshare-probe-{nonce}");
+        let auth = self.signer.get_authorization(&path, nonce);
+        let mut url = self.url.clone();
+        url.set_path(&path);
+        let started = Instant::now();
+        let result = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, auth)
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let reply = transport_reply(&e, started.elapsed());
+                return (Probe::Down(reply.message.clone()), Some(reply));
+            }
+        };
+        let status = resp.status().as_u16();
+        let bytes = read_body(resp, MAX_ANSWER_BYTES).await.unwrap_or_default();
+        let parsed = parse_body(&bytes);
+        let reply = Reply {
+            answer: Answer::Http {
+                status,
+                retry_after: None,
+            },
+            trace_id: parsed.trace_id,
+            message: parsed.message,
+            errors: String::new(),
+            code: parsed.code,
+            latency: started.elapsed(),
+        };
+        if status == 429 || status >= 500 {
+            (Probe::Down(format!("HTTP {status}")), Some(reply))
+        } else {
+            (Probe::Up(status), Some(reply))
+        }
+    }
+
+    /// The address requests go to (`host:port`), for messages.
+    pub fn address(&self) -> String {
+        format!(
+            "{}:{}",
+            self.url.host_str().unwrap_or("?"),
+            self.url.port_or_known_default().unwrap_or(0)
+        )
+    }
+}
+
+/// True when an attempt failed before any HTTP exchange: the connection
+/// (or its TLS handshake) could not be made.
+pub fn connect_failed(reply: &Reply) -> bool {
+    reply.answer == Answer::Transport && reply.message.starts_with("cannot connect")
+}
+
 /// A 2xx: accepted, unless its body names another identityReference.
 fn accepted_reply(status: u16, body: &[u8], identity_reference: &str, latency: Duration) -> Reply {
     let mut reply = Reply {

@@ -16,6 +16,7 @@
 //! so `--resume` sends it later. Requests already in flight finish (bounded
 //! by `--timeout`) and their outcomes are kept.
 
+pub mod breaker;
 pub mod client;
 pub mod concurrency;
 pub mod limiter;
@@ -93,6 +94,8 @@ pub struct DispatchConfig {
     pub limiter: Option<Arc<RateLimiter>>,
     pub slots: Arc<Slots>,
     pub mint: Option<MintConfig>,
+    /// The outage breaker (`None`: every failure is charged, no pause).
+    pub breaker: Option<Arc<breaker::Breaker>>,
 }
 
 /// Counters the summary reports.
@@ -152,6 +155,11 @@ pub async fn dispatch(
             }
         })
     };
+    let prober = ctx
+        .cfg
+        .breaker
+        .clone()
+        .map(|b| tokio::spawn(probe_while_open(b, ctx.client.clone(), abort.clone())));
     let mut pool = JoinSet::new();
     for _ in 0..workers {
         let (queue, ctx) = (queue.clone(), ctx.clone());
@@ -176,6 +184,62 @@ pub async fn dispatch(
     queue.feed(jobs).await;
     while pool.join_next().await.is_some() {}
     adjuster.abort();
+    if let Some(p) = prober {
+        p.abort();
+    }
+}
+
+/// While the breaker is open: one probe at a time, backing off, until
+/// Banxa answers one (the breaker closes) or nothing has succeeded for
+/// `--max-outage` (the run stops, exit 3).
+async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, abort: Abort) {
+    loop {
+        tokio::select! {
+            _ = abort.triggered() => return,
+            _ = b.opened() => {}
+        }
+        let since = SystemTime::now() - b.down_for();
+        let since_text = crate::model::rfc3339_millis(since);
+        let mut n = 0u32;
+        loop {
+            let delay = breaker::probe_delay(n);
+            if n == 0 {
+                tracing::warn!(
+                    "Banxa unreachable since {since_text} (nothing succeeded since; the last attempts failed): pausing; probing every {}s at most, stopping after {} without an answer",
+                    breaker::PROBE_CAP.as_secs(),
+                    humantime::format_duration(b.max_outage)
+                );
+            }
+            let left = b.max_outage.saturating_sub(b.down_for());
+            tokio::select! {
+                _ = abort.triggered() => return,
+                _ = tokio::time::sleep(delay.min(left)) => {}
+            }
+            if b.down_for() >= b.max_outage {
+                abort.trigger(AbortReason::Outage(format!(
+                    "Banxa has not answered since {since_text} ({} without a success, --max-outage {}): stopped; the rows not sent yet are left out of the results",
+                    humantime::format_duration(Duration::from_secs(b.down_for().as_secs())),
+                    humantime::format_duration(b.max_outage)
+                )));
+                return;
+            }
+            let (probe, _) = client.probe().await;
+            match probe {
+                client::Probe::Up(status) => {
+                    let open_for = b.probe_answered().unwrap_or_default();
+                    tracing::warn!(
+                        "Banxa answering again after {} (probe answered {status}): sending resumes; rows that keep failing now are charged their attempts",
+                        humantime::format_duration(Duration::from_secs(open_for.as_secs()))
+                    );
+                    break;
+                }
+                client::Probe::Down(why) => {
+                    tracing::info!(probe = n + 1, reason = %why, "Banxa still not answering");
+                    n += 1;
+                }
+            }
+        }
+    }
 }
 
 /// A job and its attempts so far.
@@ -380,6 +444,15 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
 /// was aborted: then it has none, and `--resume` sends it).
 async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
     {
+        if let Some(b) = &ctx.cfg.breaker {
+            if b.is_open() {
+                tokio::select! {
+                    biased;
+                    _ = ctx.abort.triggered() => return None,
+                    _ = b.closed() => {}
+                }
+            }
+        }
         let slot = tokio::select! {
             biased;
             _ = ctx.abort.triggered() => return None,
@@ -413,6 +486,30 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                     }
                 }
                 ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(b) = &ctx.cfg.breaker {
+                    if policy::retryable(&reply.answer) {
+                        // An HTTP answer, or a connection that broke after it
+                        // was made: the server was reached.
+                        let reached = matches!(reply.answer, Answer::Http { .. })
+                            || !client::connect_failed(&reply);
+                        let (charge, _) = b.failed(task.job.record, reached);
+                        if b.never_connected() {
+                            ctx.abort.trigger(AbortReason::Unreachable(unreachable(
+                                &ctx.client.address(),
+                                &reply.message,
+                            )));
+                            return None;
+                        }
+                        if charge == breaker::Charge::Refunded {
+                            // The API looks down: this attempt is not the
+                            // row's; it waits for the breaker to close.
+                            task.attempts -= 1;
+                            return Some((task, Duration::ZERO));
+                        }
+                    } else {
+                        b.answered();
+                    }
+                }
                 let d = policy::decide(
                     &reply.answer,
                     task.attempts,
@@ -521,6 +618,34 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
             }
         }
     }
+}
+
+/// Why the first attempts could not reach `address`, in words.
+fn unreachable(address: &str, message: &str) -> String {
+    let m = message.to_ascii_lowercase();
+    let hint = if m.contains("refused") {
+        "nothing accepts connections there: a wrong port, a firewall, or the service is down"
+    } else if m.contains("dns")
+        || m.contains("resolve")
+        || m.contains("lookup")
+        || m.contains("name or service")
+    {
+        "the host name does not resolve (DNS): a typo in --base-url, or no DNS from this host"
+    } else if m.contains("corrupt message") || m.contains("invalidcontenttype") {
+        "the server there speaks plain http, not TLS: a wrong port, or (for a loopback emulator only) the URL should start with http://"
+    } else if m.contains("tls") || m.contains("handshake") || m.contains("certificate") {
+        "the TLS handshake failed: is it plain http on that port (use http:// only for a loopback emulator), or https where the URL says http?"
+    } else if m.contains("timed out") || m.contains("timeout") || m.contains("no answer") {
+        "no answer at all: a firewall dropping packets, or a wrong address"
+    } else if m.contains("closed") || m.contains("reset") || m.contains("http") {
+        "the server closed the connection without an HTTP answer: an https port reached with http:// (use https://), or not an HTTP server"
+    } else {
+        "see the cause"
+    };
+    format!(
+        "Banxa is unreachable at {address}: the first {} attempts all failed without an answer ({message}); {hint}",
+        breaker::FIRST_CONNECT_ATTEMPTS
+    )
 }
 
 /// `text` with every private value (and the minted token) replaced by

@@ -13,6 +13,10 @@ pub enum AbortReason {
     Input(String),
     /// The server's TLS certificate is not trusted.
     Untrusted(String),
+    /// The first attempts all failed to reach the server.
+    Unreachable(String),
+    /// Nothing succeeded for `--max-outage`.
+    Outage(String),
 }
 
 impl std::fmt::Display for AbortReason {
@@ -26,6 +30,8 @@ impl std::fmt::Display for AbortReason {
             AbortReason::Storage(m) => write!(f, "cannot write the results: {m}"),
             AbortReason::Input(m) => write!(f, "input error: {m}"),
             AbortReason::Untrusted(m) => write!(f, "{m}"),
+            AbortReason::Unreachable(m) => write!(f, "{m}"),
+            AbortReason::Outage(m) => write!(f, "{m}"),
         }
     }
 }

@@ -223,6 +223,9 @@ async fn run_plan(
             limiter: Some(limiter),
             slots,
             mint,
+            breaker: Some(Arc::new(crate::dispatch::breaker::Breaker::new(
+                plan.max_outage,
+            ))),
         },
         abort.clone(),
         stats.clone(),

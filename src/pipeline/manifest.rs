@@ -46,6 +46,9 @@ pub struct Manifest {
     pub concurrency: String,
     pub max_attempts: u32,
     pub timeout_seconds: f64,
+    /// `--max-outage` (absent in manifests of older runs: the default).
+    #[serde(default)]
+    pub max_outage_seconds: Option<u64>,
     pub api_secret_file: Option<PathBuf>,
     pub ca_cert: Option<PathBuf>,
     pub ledger: Option<PathBuf>,
@@ -120,6 +123,7 @@ impl Manifest {
             concurrency: concurrency_text(s.concurrency),
             max_attempts: s.max_attempts,
             timeout_seconds: s.timeout.as_secs_f64(),
+            max_outage_seconds: Some(s.max_outage.as_secs()),
             api_secret_file: s.api_secret_file.as_deref().map(absolute),
             ca_cert: s.ca_cert.as_deref().map(absolute),
             ledger: s.ledger.as_deref().map(absolute),
@@ -225,6 +229,9 @@ impl Manifest {
         s.max_attempts = self.max_attempts;
         s.timeout = Duration::try_from_secs_f64(self.timeout_seconds)
             .map_err(|e| bad("timeout", e.to_string()))?;
+        if let Some(m) = self.max_outage_seconds {
+            s.max_outage = Duration::from_secs(m);
+        }
         s.resume = true;
         s.api_secret_file = self.api_secret_file.clone();
         s.ca_cert = self.ca_cert.clone();
@@ -402,6 +409,13 @@ pub fn command_line(s: &Settings, input: &Path, results: Option<&Path>) -> Vec<S
     }
     if let Concurrency::Fixed(n) = s.concurrency {
         flag(&mut w, "--concurrency", n.to_string());
+    }
+    if s.max_outage != crate::dispatch::breaker::DEFAULT_MAX_OUTAGE {
+        flag(
+            &mut w,
+            "--max-outage",
+            humantime::format_duration(s.max_outage).to_string(),
+        );
     }
     if s.max_attempts != DEFAULT_MAX_ATTEMPTS {
         flag(&mut w, "--max-attempts", s.max_attempts.to_string());

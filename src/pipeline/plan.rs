@@ -79,6 +79,8 @@ pub struct Settings {
     /// The results file of the run whose retry file the input is (found
     /// when `None`).
     pub parent: Option<PathBuf>,
+    /// `--max-outage`: how long nothing may succeed before the run stops.
+    pub max_outage: Duration,
     /// `kycshare resume`: the stored manifest is kept as it is (pacing
     /// overrides are for this session only).
     pub keep_manifest: bool,
@@ -110,6 +112,7 @@ impl Settings {
             limit: None,
             parent: None,
             keep_manifest: false,
+            max_outage: crate::dispatch::breaker::DEFAULT_MAX_OUTAGE,
         }
     }
 }
@@ -153,6 +156,7 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// `--limit N`.
     pub limit: Option<u64>,
+    pub max_outage: Duration,
     /// The settings as asked, for the commands printed as next steps.
     pub settings: Settings,
     /// How the run was started: stored beside the results file before the
@@ -245,6 +249,7 @@ impl Plan {
             mint,
             warnings,
             limit: s.limit,
+            max_outage: s.max_outage,
             settings: asked,
             manifest,
             manifest_stored,

@@ -112,6 +112,20 @@ fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>, limit
             ),
             resume,
         ),
+        Some(AbortReason::Unreachable(_)) => s.step_with_command(
+            &format!(
+                "no row was sent or failed: check --base-url {} (see why above; `curl -sv {}` from this host tells the same), then continue with:",
+                plan.base_url, plan.base_url
+            ),
+            resume,
+        ),
+        Some(AbortReason::Outage(_)) => s.step_with_command(
+            &format!(
+                "{} record(s) not sent yet (none was failed by the outage); when Banxa answers again (its status page, or `curl -s -o /dev/null -w '%{{http_code}}' {}`), continue with:",
+                s.pending, plan.base_url
+            ),
+            resume,
+        ),
         Some(AbortReason::Storage(_)) => s.step_with_command(
             &format!(
                 "free space or fix {} (see the error above), then continue with:",

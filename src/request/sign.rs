@@ -51,6 +51,31 @@ impl Signer {
         String::from_utf8(out.to_vec()).expect("hex is ASCII")
     }
 
+    /// Lowercase hex HMAC-SHA256 over `GET\n{path_with_query}\n{nonce}`
+    /// (Banxa's signature of a request without a body).
+    pub fn get_signature(&self, path_with_query: &str, nonce: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(b"GET\n");
+        mac.update(path_with_query.as_bytes());
+        mac.update(b"\n");
+        mac.update(nonce.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut out = [0u8; 64];
+        hex_lower(&digest, &mut out);
+        String::from_utf8(out.to_vec()).expect("hex is ASCII")
+    }
+
+    /// The `Authorization` header value of a signed `GET`.
+    pub fn get_authorization(&self, path_with_query: &str, nonce: u64) -> String {
+        let nonce = nonce.to_string();
+        format!(
+            "Bearer {}:{}:{}",
+            self.api_key,
+            self.get_signature(path_with_query, &nonce),
+            nonce
+        )
+    }
+
     /// The full `Authorization` header value for one request:
     /// `Bearer KEY:SIGNATURE:NONCE`.
     pub fn authorization(&self, path: &str, nonce: u64, body: &[u8]) -> String {

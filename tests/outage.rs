@@ -1,0 +1,155 @@
+//! Outages pause the run instead of failing every row; an unreachable API
+//! stops it at once (SPEC "Resume and crash safety").
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn an_unreachable_port_stops_at_once_and_resume_completes_once_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "u", 50);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = run(run_cmd(&input, &url).args(["--rate", "100/s", "--json"]));
+    let took = started.elapsed();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "names the address: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("refused"),
+        "names the cause: {err}"
+    );
+    let res = dir.path().join("export.results.csv");
+    assert!(
+        results(&res).iter().all(|r| r["outcome"] != "failed"),
+        "no row failed by an unreachable API"
+    );
+    let cmds = next_commands(&out);
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+
+    let rec = dir.path().join("rec.jsonl");
+    let emu = Emu::start_on(port, |c| c.record = Some(rec.clone()));
+    let out = run_printed(&cmds[0], dir.path());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_one_row_per_record(&res, 50);
+    assert_eq!(emulator_accepted(&rec).len(), 50);
+    drop(emu);
+}
+
+#[test]
+fn a_dns_failure_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "d", 20);
+    let out = run(run_cmd(&input, "https://kycshare-test.invalid").args(["--rate", "100/s"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("kycshare-test.invalid:443"), "{err}");
+    assert!(err.contains("DNS"), "{err}");
+}
+
+#[test]
+fn https_to_a_plain_http_port_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emu::start(|_| {});
+    let input = export(dir.path(), "export.csv", "t", 20);
+    let url = emu.url.replace("http://", "https://");
+    let out = run(run_cmd(&input, &url).args(["--rate", "100/s"]));
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(err.contains("TLS") || err.contains("http"), "{err}");
+    assert_eq!(emu.stats().share_requests, 0);
+}
+
+/// A run of `n` rows against an emulator set up by `f`: (exit code, wall
+/// time, results file).
+fn timed_run(
+    dir: &std::path::Path,
+    n: usize,
+    max_attempts: &str,
+    f: impl FnOnce(&mut kycshare::mock::MockConfig),
+) -> (i32, Duration, std::path::PathBuf, String) {
+    let emu = Emu::start(f);
+    let name = format!("e{}.csv", rand_suffix());
+    let input = export(dir, &name, "f", n);
+    let started = Instant::now();
+    let out = run(run_cmd(&input, &emu.url).args([
+        "--rate",
+        "400/s",
+        "--concurrency",
+        "16",
+        "--max-attempts",
+        max_attempts,
+    ]));
+    let res = input.with_file_name(name.replace(".csv", ".results.csv"));
+    (code(&out), started.elapsed(), res, stderr(&out))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[test]
+fn faults_that_spare_some_rows_do_not_slow_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, base, _, err) = timed_run(dir.path(), 200, "5", |_| {});
+    assert_eq!(c, 0, "{err}");
+
+    // A 5% error rate: retried, all accepted, no pause worth the name.
+    let (c, t, res, err) = timed_run(dir.path(), 200, "8", |cfg| {
+        cfg.fail_rate = 0.05;
+        cfg.seed = Some(3);
+    });
+    assert_eq!(c, 0, "{err}");
+    assert_one_row_per_record(&res, 200);
+    assert!(
+        t < base + Duration::from_secs(4),
+        "5%: {t:?} vs {base:?}: {err}"
+    );
+
+    // Every row fails twice, then passes.
+    let (c, t, res, err) = timed_run(dir.path(), 200, "5", |cfg| cfg.fail_first = 2);
+    assert_eq!(c, 0, "{err}");
+    assert!(results(&res).iter().all(|r| r["outcome"] == "accepted"));
+    // Two backoffs per row (full jitter, at most 1 s then 2 s) plus what
+    // the breaker costs: a few seconds at most.
+    assert!(
+        t < base + Duration::from_secs(8),
+        "fail-first 2: {t:?} vs {base:?}: {err}"
+    );
+}
+
+#[test]
+fn an_api_failing_every_row_while_answering_probes_fails_the_rows() {
+    // 500 to every share but Banxa answers the probe: the failures are the
+    // rows' own; they end `failed` after their attempts, not paused forever.
+    let dir = tempfile::tempdir().unwrap();
+    let (c, t, res, err) = timed_run(dir.path(), 40, "2", |cfg| cfg.fail_rate = 1.0);
+    assert_eq!(c, 1, "{err}");
+    assert!(
+        results(&res).iter().all(|r| r["outcome"] == "failed"),
+        "{err}"
+    );
+    assert!(t < Duration::from_secs(30), "{t:?}");
+    assert!(
+        err.contains("Banxa answering again"),
+        "the pause is logged: {err}"
+    );
+}
