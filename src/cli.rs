@@ -17,6 +17,7 @@ CSV export.
 A typical migration:
   1. kycshare validate export.csv         dry run: every row checked and signed, nothing sent
   2. kycshare demo                        see the whole job on a local emulator
+     kycshare check --base-url https://api.banxa.com   credentials, network, TLS, clock
   3. kycshare run export.csv --base-url https://api.banxa.com
   4. kycshare resume export.results.csv                after a stop, continue where it left off
   5. kycshare run export.retry.csv --base-url …         retry the rows that failed (the summary prints the command)
@@ -52,6 +53,9 @@ pub enum Command {
     /// Dry run: check and sign every row offline, send nothing, write a per-row report.
     #[command(long_about = crate::cmd::validate::VALIDATE_ABOUT)]
     Validate(crate::cmd::validate::ValidateArgs),
+    /// Preflight: settings, credentials, reachability, TLS, clock; sends nothing that changes data.
+    #[command(long_about = crate::cmd::check::CHECK_ABOUT)]
+    Check(crate::cmd::check::CheckArgs),
     /// The import: send every valid row to Banxa, record each outcome, queue failures for retry.
     #[command(long_about = crate::cmd::run::RUN_ABOUT)]
     Run(crate::cmd::run::RunArgs),

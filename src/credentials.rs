@@ -16,6 +16,8 @@ pub enum CredentialError {
     File { path: String, reason: String },
     #[error("the secret file {path} is empty")]
     EmptyFile { path: String },
+    #[error("{var} is set but empty: export {var}=… with the value (an empty `export {var}=` in a script or unit file?)")]
+    Empty { var: &'static str },
 }
 
 /// Banxa's API key and secret.
@@ -46,12 +48,20 @@ pub fn secret_from(
         }
         return Ok(Some(s));
     }
+    if std::env::var_os(var).is_some() && env_nonempty(var).is_none() {
+        return Err(CredentialError::Empty { var });
+    }
     Ok(env_nonempty(var).map(|v| Secret::new(v.trim())))
 }
 
 /// `BANXA_API_KEY` plus `BANXA_API_SECRET` or `--api-secret-file`.
 /// `Ok(None)` when neither key nor secret is configured.
 pub fn banxa(secret_file: Option<&Path>) -> Result<Option<BanxaCredentials>, CredentialError> {
+    if std::env::var_os("BANXA_API_KEY").is_some() && env_nonempty("BANXA_API_KEY").is_none() {
+        return Err(CredentialError::Empty {
+            var: "BANXA_API_KEY",
+        });
+    }
     let key = env_nonempty("BANXA_API_KEY");
     let secret = secret_from(secret_file, "BANXA_API_SECRET")?;
     match (key, secret) {

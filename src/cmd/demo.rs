@@ -82,11 +82,15 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         let server = MockServer::start(([127, 0, 0, 1], 0).into(), cfg)
             .await
             .context("cannot start the emulator on a loopback port")?;
-        eprintln!(
-            "kycshare demo: emulator listening on {} (throwaway credentials, 5% injected 500s, 20 ms latency)",
-            server.base_url()
-        );
-        eprintln!(
+        let quiet = ctx.quiet;
+        if !quiet {
+            eprintln!(
+                "kycshare demo: emulator listening on {} (throwaway credentials, 5% injected 500s, 20 ms latency)",
+                server.base_url()
+            );
+        }
+        if !quiet {
+            eprintln!(
             "kycshare demo: sending {} at {} through the real import pipeline{}\n",
             input.display(),
             args.rate,
@@ -96,6 +100,7 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
                 ""
             }
         );
+        }
         let mut settings = Settings::new(&input, server.base_url());
         settings.results = Some(results.clone());
         settings.retry_file = Some(retry);
@@ -128,6 +133,9 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         server.shutdown().await;
         let summary = summary?;
         print_summary(&summary, args.json);
+        if quiet {
+            return Ok(summary.exit_code);
+        }
         eprintln!(
             "\nThe emulator saw {} requests ({} accepted, {} injected 500s, retried){}. Inspect the results with:\n  column -s, -t < {} | less -S",
             stats.share_requests,

@@ -2,6 +2,7 @@
 //! its wiring (xsv's shape); the stages and the run pipeline
 //! (`crate::pipeline`) hold the logic.
 
+pub mod check;
 pub mod demo;
 pub mod ledger;
 pub mod mock;

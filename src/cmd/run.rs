@@ -135,11 +135,20 @@ pub struct RunArgs {
     /// Refused: a secret on the command line lands in shell history and `ps`.
     #[arg(long, hide = true, value_name = "SECRET")]
     pub api_secret: Option<String>,
+    /// Refused, with what to do (a spelling operators try).
+    #[arg(long, hide = true, value_name = "SECRET")]
+    pub secret: Option<String>,
+    /// Refused, with what to do: the key comes from BANXA_API_KEY.
+    #[arg(long, hide = true, value_name = "KEY")]
+    pub api_key: Option<String>,
 }
 
 pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
-    if args.api_secret.is_some() {
-        bail!("the API secret is never accepted on the command line (it would land in shell history and `ps`): set BANXA_API_SECRET or use --api-secret-file FILE");
+    if args.api_secret.is_some() || args.secret.is_some() {
+        bail!("the API secret is never accepted on the command line (it would land in shell history and `ps`): export BANXA_API_SECRET=… in the environment, or put it in a file (mode 0600) and pass --api-secret-file FILE");
+    }
+    if args.api_key.is_some() {
+        bail!("the API key is read from the environment, not the command line: export BANXA_API_KEY=… (and BANXA_API_SECRET, or --api-secret-file FILE)");
     }
     if !args.mint && args.for_client_id.is_some() {
         bail!("--for-client-id is only used with --mint");

@@ -134,13 +134,22 @@ pub enum Probe {
     Down(String),
 }
 
+/// A probe's verdict, the answer behind it, and the server's clock.
+#[derive(Debug, Clone)]
+pub struct ProbeAnswer {
+    pub probe: Probe,
+    pub reply: Reply,
+    /// The answer's `Date` header.
+    pub date: Option<SystemTime>,
+}
+
 /// The path prefix of Banxa's identity retrieval.
 pub const IDENTITY_PATH: &str = "/eapi/v0/identities/";
 
 impl BanxaClient {
     /// The request `check` sends and the breaker probes with: a signed
     /// `GET` of an identity that cannot exist (changes nothing).
-    pub async fn probe(&self) -> (Probe, Option<Reply>) {
+    pub async fn probe(&self) -> ProbeAnswer {
         let nonce = self.nonces.next();
         let path = format!("{IDENTITY_PATH}kycshare-probe-{nonce}");
         let auth = self.signer.get_authorization(&path, nonce);
@@ -158,10 +167,19 @@ impl BanxaClient {
             Ok(r) => r,
             Err(e) => {
                 let reply = transport_reply(&e, started.elapsed());
-                return (Probe::Down(reply.message.clone()), Some(reply));
+                return ProbeAnswer {
+                    probe: Probe::Down(reply.message.clone()),
+                    reply,
+                    date: None,
+                };
             }
         };
         let status = resp.status().as_u16();
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
         let bytes = read_body(resp, MAX_ANSWER_BYTES).await.unwrap_or_default();
         let parsed = parse_body(&bytes);
         let reply = Reply {
@@ -175,11 +193,12 @@ impl BanxaClient {
             code: parsed.code,
             latency: started.elapsed(),
         };
-        if status == 429 || status >= 500 {
-            (Probe::Down(format!("HTTP {status}")), Some(reply))
+        let probe = if status == 429 || status >= 500 {
+            Probe::Down(format!("HTTP {status}"))
         } else {
-            (Probe::Up(status), Some(reply))
-        }
+            Probe::Up(status)
+        };
+        ProbeAnswer { probe, reply, date }
     }
 
     /// The address requests go to (`host:port`), for messages.

@@ -223,8 +223,7 @@ async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, ab
                 )));
                 return;
             }
-            let (probe, _) = client.probe().await;
-            match probe {
+            match client.probe().await.probe {
                 client::Probe::Up(status) => {
                     let open_for = b.probe_answered().unwrap_or_default();
                     tracing::warn!(
@@ -621,7 +620,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
 }
 
 /// Why the first attempts could not reach `address`, in words.
-fn unreachable(address: &str, message: &str) -> String {
+pub fn unreachable(address: &str, message: &str) -> String {
     let m = message.to_ascii_lowercase();
     let hint = if m.contains("refused") {
         "nothing accepts connections there: a wrong port, a firewall, or the service is down"
@@ -646,6 +645,15 @@ fn unreachable(address: &str, message: &str) -> String {
         "Banxa is unreachable at {address}: the first {} attempts all failed without an answer ({message}); {hint}",
         breaker::FIRST_CONNECT_ATTEMPTS
     )
+}
+
+/// Why `address` cannot be reached, in words (`message`: the transport
+/// error), for `check`.
+pub fn unreachable_hint(message: &str) -> String {
+    let full = unreachable("", message);
+    full.rsplit_once("); ")
+        .map(|(_, h)| h.to_string())
+        .unwrap_or(full)
 }
 
 /// `text` with every private value (and the minted token) replaced by

@@ -173,6 +173,30 @@ impl Columns {
             }
         }
         if !missing.is_empty() {
+            // One header cell holding every required name, joined by
+            // another separator: the file is not comma-separated.
+            if let [only] = headers {
+                for sep in [';', '\t', '|'] {
+                    let parts: Vec<&str> = only.split(sep).map(str::trim).collect();
+                    let all = required.iter().all(|f| {
+                        f.default_columns()
+                            .iter()
+                            .any(|c| parts.iter().any(|p| p.eq_ignore_ascii_case(c)))
+                    });
+                    if parts.len() > 1 && all {
+                        let shown = if sep == '\t' {
+                            "tab".to_string()
+                        } else {
+                            format!("'{sep}'")
+                        };
+                        missing.insert(0, format!(
+                            "all of them, because the file is not comma-separated (its header is one column holding every required name separated by `{}`: add --delimiter {shown})",
+                            if sep == '\t' { "\\t".to_string() } else { sep.to_string() }
+                        ));
+                        break;
+                    }
+                }
+            }
             return Err(InputError::MissingColumns {
                 path: source.to_string(),
                 missing,

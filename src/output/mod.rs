@@ -25,8 +25,12 @@ pub enum OutputError {
         reason: String,
         kind: std::io::ErrorKind,
     },
-    #[error("{path} exists: it holds {what}. Use --resume to continue that run, --force to replace the file, or --results to write elsewhere")]
-    Exists { path: String, what: String },
+    #[error("{path} exists: it holds {what}. {advice}")]
+    Exists {
+        path: String,
+        what: String,
+        advice: String,
+    },
     #[error("{path} is not a kycshare results file ({reason}); use --results to write elsewhere")]
     NotResults { path: String, reason: String },
 }
@@ -53,6 +57,17 @@ pub fn check_writable(path: &Path) -> Result<(), OutputError> {
             path: path.display().to_string(),
             reason: "is a directory".into(),
             kind: std::io::ErrorKind::IsADirectory,
+        });
+    }
+    if !dir.is_dir() {
+        return Err(OutputError::Io {
+            path: path.display().to_string(),
+            reason: format!(
+                "its folder {} does not exist: create it (mkdir -p {}) or choose another path",
+                dir.display(),
+                dir.display()
+            ),
+            kind: std::io::ErrorKind::NotFound,
         });
     }
     tempfile::Builder::new()

@@ -42,9 +42,36 @@ impl Reasons {
     pub fn add_final(&mut self, f: &crate::model::Final) {
         if f.outcome == Outcome::Invalid && !f.problems.is_empty() {
             self.add_problems(&f.problems);
+        } else if f.outcome == Outcome::Rejected && self.add_field_errors(&f.errors) {
+            // Banxa's 422 names the fields: counted by field and message.
         } else {
             self.add(f.outcome, &f.message);
         }
+    }
+
+    /// Counts a 422's `errors` (`{"field":["message",…]}`) by field and
+    /// message; false when there are none to count.
+    fn add_field_errors(&mut self, errors: &str) -> bool {
+        if errors.is_empty() {
+            return false;
+        }
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(errors)
+        else {
+            return false;
+        };
+        let mut any = false;
+        for (field, messages) in &map {
+            let first = match messages {
+                serde_json::Value::Array(a) => a.first().and_then(|m| m.as_str()).unwrap_or(""),
+                serde_json::Value::String(m) => m.as_str(),
+                _ => "",
+            };
+            let field = crate::model::cut_text(field, 80);
+            let first = crate::model::cut_text(first, 200);
+            self.bump(format!("rejected: {field}: {first}"));
+            any = true;
+        }
+        any
     }
 
     /// Counts each problem of an invalid record by its kind
@@ -277,6 +304,44 @@ impl From<&Summary> for crate::ledger::RunCounts {
 mod tests {
     use super::*;
     use crate::model::Problem;
+
+    #[test]
+    fn a_422_is_counted_by_its_fields_messages() {
+        let mut r = Reasons::default();
+        let f = |errors: &str| crate::model::Final {
+            record: 1,
+            line: 2,
+            identity_reference: "a".into(),
+            outcome: Outcome::Rejected,
+            http_status: Some(422),
+            attempts: 1,
+            trace_id: String::new(),
+            message: "The given data was invalid.".into(),
+            errors: errors.into(),
+            latency_ms: None,
+            completed_at: std::time::SystemTime::now(),
+            raw: None,
+            fingerprint: None,
+            problems: Vec::new(),
+        };
+        r.add_final(&f(r#"{"email":["The email must be a valid email address."],"mobileNumber":["Too short."]}"#));
+        r.add_final(&f(
+            r#"{"email":["The email must be a valid email address."]}"#,
+        ));
+        r.add_final(&f(""));
+        let top: Vec<(String, u64)> = r.top(5).into_iter().map(|x| (x.reason, x.count)).collect();
+        assert_eq!(
+            top,
+            vec![
+                (
+                    "rejected: email: The email must be a valid email address.".to_string(),
+                    2
+                ),
+                ("rejected: The given data was invalid.".to_string(), 1),
+                ("rejected: mobileNumber: Too short.".to_string(), 1),
+            ]
+        );
+    }
 
     #[test]
     fn reasons_are_grouped_without_positions() {

@@ -93,7 +93,7 @@ async fn run_plan(
         ResultsWriter::append(&plan.results)?
     } else {
         // A dry run's results may be replaced: nothing was sent.
-        let replace = check_existing_results(&plan.results, plan.force || plan.resume, true)?;
+        let replace = check_existing_results(&plan.results, plan.force || plan.resume, false)?;
         ResultsWriter::create(&plan.results, replace)?
     };
     let retry = RetryWriter::new(&plan.retry, input.header(), plan.opts.delimiter)?;

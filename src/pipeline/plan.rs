@@ -380,12 +380,13 @@ pub fn results_path(given: Option<&Path>, source: &Source) -> Result<PathBuf, Pl
 }
 
 /// Refuses to overwrite an existing results file unless it only holds a
-/// dry run's rows (then `validate` may replace it) or `force`. `Ok(true)`:
-/// the file exists and may be replaced.
+/// dry run's rows (nothing was sent: it may be replaced) or `force`.
+/// `Ok(true)`: the file exists and may be replaced. `validating`: the
+/// caller is `validate` (its advice names only its own flags).
 pub fn check_existing_results(
     path: &Path,
     force: bool,
-    dry_run: bool,
+    validating: bool,
 ) -> Result<bool, OutputError> {
     if !path.exists() {
         return Ok(false);
@@ -397,15 +398,25 @@ pub fn check_existing_results(
         "something that is not a kycshare results file".to_string()
     } else {
         match read_prior(path, false) {
-            Ok(p) if dry_run && p.only_dry_run() => return Ok(true),
-            Ok(p) if p.only_dry_run() => format!("the results of a dry run ({} rows)", p.rows),
+            Ok(p) if p.only_dry_run() => return Ok(true),
             Ok(p) => format!("the journal of a run ({} rows)", p.rows),
             Err(_) => "an unreadable results file".to_string(),
         }
     };
+    let advice = if validating {
+        "A dry run does not replace it: write the dry run elsewhere with --results FILE (or replace the file with --force)".to_string()
+    } else if super::manifest::manifest_path(path).exists() {
+        format!(
+            "Continue that run with: {}; or replace the file with --force, or write elsewhere with --results FILE",
+            super::manifest::resume_command(path)
+        )
+    } else {
+        "Add --resume to continue that run, --force to replace the file, or --results FILE to write elsewhere".to_string()
+    };
     Err(OutputError::Exists {
         path: path.display().to_string(),
         what,
+        advice,
     })
 }
 

@@ -43,6 +43,10 @@ pub struct SumsubCredentials {
 
 /// `SUMSUB_APP_TOKEN` plus `SUMSUB_SECRET_KEY` or `--sumsub-secret-file`
 /// (never a command-line value). `Ok(None)` when neither is configured.
+/// Sumsub's "get applicant data" path prefix (`check` reads an applicant
+/// that cannot exist).
+pub const CHECK_PATH_PREFIX: &str = "/resources/applicants/";
+
 pub fn credentials(
     secret_file: Option<&Path>,
 ) -> Result<Option<SumsubCredentials>, CredentialError> {
@@ -181,6 +185,51 @@ impl SumsubClient {
     /// The `ttlInSecs` asked for.
     pub fn ttl_secs(&self) -> u64 {
         self.ttl_secs
+    }
+
+    /// `check`: one signed request that changes nothing, Sumsub's "get
+    /// applicant data" (`GET /resources/applicants/{id}/one`) for an id
+    /// that cannot exist. `Ok(status)`: Sumsub answered (404: the
+    /// credentials were accepted; 401: refused); `Err`: no answer, why.
+    pub async fn check(&self, timeout: Duration) -> Result<(u16, String), String> {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let tail = format!("{CHECK_PATH_PREFIX}kycshare-check-{ts}/one");
+        let url = self.url.replace(SHARE_TOKEN_PATH, &tail);
+        let path = self.path_with_query.replace(SHARE_TOKEN_PATH, &tail);
+        let sig = sign(&self.creds.secret_key, ts, "GET", &path, b"");
+        let sent = self
+            .http
+            .get(&url)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header("X-App-Token", &self.creds.app_token)
+            .header("X-App-Access-Ts", ts)
+            .header("X-App-Access-Sig", sig)
+            .timeout(timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = read_body(r, MAX_ANSWER_BYTES).await.unwrap_or_default();
+                let text = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("description")
+                            .or_else(|| v.get("message"))
+                            .and_then(|m| m.as_str())
+                            .map(|m| crate::model::cut_text(m, 300))
+                    })
+                    .unwrap_or_default();
+                Ok((status, text))
+            }
+            Err(e) => Err(match transport(&e) {
+                MintResult::Retryable { message, .. } => message,
+                _ => e.to_string(),
+            }),
+        }
     }
 
     /// Mints one token for `applicant_id`: one HTTP request, answered (body

@@ -1,0 +1,68 @@
+//! `kycshare check`: the preflight, through the real binary.
+
+mod common;
+use common::*;
+
+fn check(url: &str) -> std::process::Command {
+    let mut c = bin();
+    c.args(["check", "--base-url", url, "--json"])
+        .env("BANXA_API_KEY", KEY)
+        .env("BANXA_API_SECRET", SECRET);
+    c
+}
+
+fn checks(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(stdout(o).trim()).expect("--json")
+}
+
+#[test]
+fn a_good_setup_is_ready_and_changes_nothing() {
+    let emu = Emu::start(|_| {});
+    let out = run(&mut check(&emu.url));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let j = checks(&out);
+    assert_eq!(j["ready"], true);
+    assert!(
+        stderr(&out).contains("credentials were accepted"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("clock"), "{}", stderr(&out));
+    assert_eq!(emu.stats().by_status.get("202"), None, "nothing shared");
+}
+
+#[test]
+fn an_unreachable_banxa_is_not_ready_and_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = run(&mut check(&format!("http://127.0.0.1:{port}")));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port} unreachable")),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
+}
+
+#[test]
+fn no_credentials_is_not_ready() {
+    let emu = Emu::start(|_| {});
+    let out = run(check(&emu.url).env_remove("BANXA_API_SECRET"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("BANXA_API_SECRET"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plain_http_to_a_remote_host_is_refused() {
+    let out = run(&mut check("http://api.banxa.com"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
+}
