@@ -66,3 +66,13 @@ fn plain_http_to_a_remote_host_is_refused() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_wrong_secret_is_not_ready_with_banxas_code_explained() {
+    let emu = Emu::start(|c| c.error_codes = true);
+    let out = run(check(&emu.url).env("BANXA_API_SECRET", "not-the-secret"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("401") && err.contains("40103"), "{err}");
+    assert!(err.contains("signature does not match"), "{err}");
+}

@@ -1267,3 +1267,109 @@ async fn error_codes_name_each_authentication_failure() {
     );
     server.shutdown().await;
 }
+
+/// A `GET` of an identity, signed with ring over `GET\n{path}\n{nonce}`
+/// (no body line); `sign_as_post` signs it as a POST with an empty body.
+async fn get_identity(
+    server: &MockServer,
+    id: &str,
+    n: u64,
+    secret: &str,
+    sign_as_post: bool,
+) -> Answer {
+    let path = format!("/eapi/v0/identities/{id}");
+    let nonce = (NOW + n).to_string();
+    let message = if sign_as_post {
+        format!("POST\n{path}\n{nonce}\n")
+    } else {
+        format!("GET\n{path}\n{nonce}")
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let sig: String = ring::hmac::sign(&key, message.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let response = client()
+        .get(format!("{}{path}", server.base_url()))
+        .header("Authorization", format!("Bearer {KEY}:{sig}:{nonce}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.text().await.unwrap();
+    Answer {
+        status,
+        body,
+        headers,
+    }
+}
+
+#[tokio::test]
+async fn get_identity_is_404_until_accepted_then_200_verified() {
+    let server = start(config()).await;
+    let a = get_identity(&server, "c-13344", 1, SECRET, false).await;
+    assert_eq!(a.status, 404, "{}", a.body);
+    let shared = post_fresh(&client(), &server, GOOD.0, 2).await.unwrap();
+    assert_eq!(shared.status, 202, "{}", shared.body);
+    let a = get_identity(&server, "c-13344", 3, SECRET, false).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let j = a.json();
+    assert_eq!(j["identityReference"], "c-13344");
+    assert_eq!(j["account"]["exists"], true);
+    assert_eq!(j["kyc"]["status"], "VERIFIED");
+}
+
+#[tokio::test]
+async fn get_identity_is_pending_during_the_kyc_delay() {
+    let mut c = config();
+    c.kyc_delay = Duration::from_secs(3600);
+    let server = start(c).await;
+    assert_eq!(
+        post_fresh(&client(), &server, GOOD.0, 1)
+            .await
+            .unwrap()
+            .status,
+        202
+    );
+    let a = get_identity(&server, "c-13344", 2, SECRET, false).await;
+    assert_eq!(a.json()["kyc"]["status"], "PENDING", "{}", a.body);
+}
+
+#[tokio::test]
+async fn get_identity_checks_the_get_signature() {
+    let server = start(config()).await;
+    assert_eq!(
+        get_identity(&server, "x-1", 1, "wrong", false).await.status,
+        401
+    );
+    assert_eq!(
+        get_identity(&server, "x-1", 2, SECRET, true).await.status,
+        401,
+        "a POST signature"
+    );
+    assert_eq!(
+        get_identity(&server, "x-1", 3, SECRET, false).await.status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_maintenance_window_answers_503_then_recovers() {
+    let mut c = config();
+    c.outage_after = Some(Duration::ZERO);
+    c.outage_for = Duration::from_millis(400);
+    let server = start(c).await;
+    let a = post_fresh(&client(), &server, GOOD.0, 1).await.unwrap();
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(
+        get_identity(&server, "c-13344", 2, SECRET, false)
+            .await
+            .status,
+        503
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = post_fresh(&client(), &server, GOOD.0, 3).await.unwrap();
+    assert_eq!(a.status, 202, "{}", a.body);
+}

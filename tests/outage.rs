@@ -153,3 +153,81 @@ fn an_api_failing_every_row_while_answering_probes_fails_the_rows() {
         "the pause is logged: {err}"
     );
 }
+
+#[test]
+fn a_maintenance_window_mid_run_pauses_and_fails_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "w", 120);
+    let emu = Emu::start(|c| {
+        c.outage_after = Some(Duration::from_secs(1));
+        c.outage_for = Duration::from_secs(4);
+    });
+    let out = run(run_cmd(&input, &emu.url).args([
+        "--rate",
+        "40/s",
+        "--concurrency",
+        "4",
+        "--max-attempts",
+        "3",
+    ]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    let res = dir.path().join("export.results.csv");
+    assert_one_row_per_record(&res, 120);
+    assert!(
+        results(&res).iter().all(|r| r["outcome"] == "accepted"),
+        "{err}"
+    );
+    assert!(err.contains("Banxa unreachable since"), "{err}");
+    assert!(err.contains("Banxa answering again after"), "{err}");
+    // The pause stopped the sends: the 503s are the failures that opened
+    // the breaker, the few in flight, and one probe at a time (backing off
+    // from 0.5 s over 4 s: about 4), not 4 s of traffic at 40/s.
+    let s = emu.stats();
+    let unavailable = s.by_status.get("503").copied().unwrap_or(0);
+    assert!(unavailable >= 20, "{s:?}");
+    assert!(unavailable <= 20 + 4 + 10, "{unavailable} 503s: {s:?}");
+}
+
+#[test]
+fn a_long_outage_stops_at_max_outage_and_resume_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "l", 80);
+    let port;
+    let resume;
+    {
+        let emu = Emu::start(|c| {
+            c.outage_after = Some(Duration::from_millis(500));
+            c.outage_for = Duration::from_secs(3600);
+        });
+        port = emu.url.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let started = Instant::now();
+        let out = run(run_cmd(&input, &emu.url).args([
+            "--rate",
+            "50/s",
+            "--concurrency",
+            "4",
+            "--max-outage",
+            "3s",
+            "--json",
+        ]));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 3, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+        assert!(err.contains("--max-outage"), "{err}");
+        let res = dir.path().join("export.results.csv");
+        assert!(
+            results(&res).iter().all(|r| r["outcome"] == "accepted"),
+            "{err}"
+        );
+        let cmds = next_commands(&out);
+        assert_eq!(cmds.len(), 1, "{cmds:?}");
+        assert!(cmds[0].starts_with("kycshare resume "), "{cmds:?}");
+        resume = cmds[0].clone();
+    }
+    // Banxa is back on the same address: the printed command completes.
+    let _emu = Emu::start_on(port, |_| {});
+    let out = run_printed(&resume, dir.path());
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_one_row_per_record(&dir.path().join("export.results.csv"), 80);
+}

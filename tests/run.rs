@@ -228,7 +228,11 @@ fn a_401_mid_run_stops_with_exit_3_and_resume_completes_without_resending() {
     // Without --resume the journal is protected.
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "200/s"]));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains("kycshare resume "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("kycshare resume "),
+        "{}",
+        stderr(&out)
+    );
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "200/s", "--resume", "--json"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();

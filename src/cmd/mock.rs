@@ -95,6 +95,17 @@ pub struct MockArgs {
     /// next one 202: deterministic retry rehearsals.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fail_first: u32,
+    /// A maintenance window: from SECONDS after the start, every Banxa
+    /// request answers 503 for --outage-for.
+    #[arg(long, value_name = "SECONDS")]
+    pub outage_after: Option<f64>,
+    /// The length of the maintenance window (with --outage-after).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub outage_for: f64,
+    /// GET of an identity answers kyc.status PENDING until SECONDS after its
+    /// last accepted share, then VERIFIED.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub kyc_delay: f64,
 
     /// Every share request after the Nth gets 401 (reason `revoked`), as if
     /// the key were revoked mid-run.
@@ -248,6 +259,11 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
     config.reset_rate = args.reset_rate;
     config.hang_rate = args.hang_rate;
     config.fail_first = args.fail_first;
+    config.outage_after = args
+        .outage_after
+        .map(|s| Duration::from_secs_f64(s.max(0.0)));
+    config.outage_for = Duration::from_secs_f64(args.outage_for.max(0.0));
+    config.kyc_delay = Duration::from_secs_f64(args.kyc_delay.max(0.0));
     config.unauth_after = args.unauth_after;
     config.seed = args.seed;
     config.record = args.record.clone();

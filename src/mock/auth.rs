@@ -194,6 +194,29 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// Verifies a `GET`: the signature is over
+    /// `GET\n{path_with_query}\n{nonce}`, no body line.
+    pub fn verify_get(
+        &self,
+        creds: &Credentials<'_>,
+        path_with_query: &str,
+    ) -> Result<Nonce, AuthFailure> {
+        if !constant_time_eq(creds.key.as_bytes(), self.api_key.as_bytes()) {
+            return Err(AuthFailure::UnknownKey);
+        }
+        let expected = decode_lower_hex(creds.signature).ok_or(AuthFailure::BadSignature)?;
+        let mut mac = self.keyed.clone();
+        mac.update(b"GET\n");
+        mac.update(path_with_query.as_bytes());
+        mac.update(b"\n");
+        mac.update(creds.nonce.as_bytes());
+        mac.verify_slice(&expected)
+            .map_err(|_| AuthFailure::BadSignature)?;
+        parse_nonce(creds.nonce)
+    }
+}
+
 /// Decodes exactly 64 lowercase hex digits (a SHA-256 MAC). Uppercase is
 /// refused: the documented signature is lowercase.
 pub(crate) fn decode_lower_hex(text: &str) -> Option<[u8; 32]> {

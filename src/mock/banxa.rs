@@ -84,8 +84,11 @@ pub(super) async fn handle(
         return Ok(sumsub_handler::handle(shared, &parts, body.as_ref()).await);
     }
     let (seq, admitted) = arrive(shared, route, &parts, body.is_some());
-    let (Continue(decision) | Break(decision)) =
-        checks(shared, route, &parts, body.as_ref(), admitted);
+    let (Continue(decision) | Break(decision)) = if route == Route::Identity {
+        identity(shared, &parts, admitted)
+    } else {
+        checks(shared, route, &parts, body.as_ref(), admitted)
+    };
     count(shared, &decision);
     write_record(shared, seq, arrived, &parts, body.as_ref(), &decision);
     respond(shared, decision.action).await
@@ -125,7 +128,8 @@ fn arrive(
 ) -> (Option<u64>, Result<(), u64>) {
     // Only a routed request of the right method and size meets the limiter
     // (as in Laravel, 404/405 are decided by the router, before throttling).
-    let limited = route == Route::Share && parts.method == Method::POST && within_limit;
+    let limited = (route == Route::Share && parts.method == Method::POST && within_limit)
+        || (route == Route::Identity && parts.method == Method::GET);
 
     let mut state = shared.lock();
     let now = shared.started.elapsed().as_micros() as u64;
@@ -155,6 +159,7 @@ fn checks(
     admitted: Result<(), u64>,
 ) -> ControlFlow<Decision, Decision> {
     routed(route, parts)?;
+    in_service(shared)?;
     let body = sized(shared, body)?;
     rate_limited(admitted)?;
     authenticated(shared, parts, body)?;
@@ -192,8 +197,107 @@ fn routed(route: Route, parts: &Parts) -> ControlFlow<Decision> {
             method_not_allowed(&parts.method, SHARE_PATH, "POST"),
         )),
         Route::Share => Continue(()),
-        Route::Stats | Route::SumsubShareToken => unreachable!("answered above"),
+        Route::Stats | Route::SumsubShareToken | Route::Identity => {
+            unreachable!("answered above")
+        }
     }
+}
+
+/// Stage 1b, maintenance: inside `--outage-after/--outage-for`, 503.
+fn in_service(shared: &Shared) -> ControlFlow<Decision> {
+    let Some(after) = shared.config.outage_after else {
+        return Continue(());
+    };
+    let t = shared.started.elapsed();
+    if t >= after && t < after + shared.config.outage_for {
+        return Break(Decision::answer(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"message":"Service Unavailable","status":503}"#.to_string(),
+        )));
+    }
+    Continue(())
+}
+
+/// `GET /eapi/v0/identities/{identityReference}`: the maintenance window,
+/// the rate limit, Banxa's GET signature (no body line), then 404 for an
+/// identity never accepted, else 200 with its account and KYC status.
+fn identity(
+    shared: &Shared,
+    parts: &Parts,
+    admitted: Result<(), u64>,
+) -> ControlFlow<Decision, Decision> {
+    if parts.method != Method::GET {
+        return Break(Decision::answer(method_not_allowed(
+            &parts.method,
+            parts.uri.path(),
+            "GET",
+        )));
+    }
+    in_service(shared)?;
+    rate_limited(admitted)?;
+    let path_with_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or(parts.uri.path());
+    let header = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let creds = auth::parse_header(header);
+    if let Err(reason) = authenticate_get(shared, creds, path_with_query) {
+        let body = if shared.config.error_codes {
+            serde_json::json!({
+                "message": "Unauthenticated.",
+                "status": 401,
+                "code": reason.code(),
+                "request_id": shared.trace_id(),
+            })
+            .to_string()
+        } else {
+            UNAUTHENTICATED.to_string()
+        };
+        let mut decision = Decision::answer(json(StatusCode::UNAUTHORIZED, body));
+        decision.reason = Some(reason);
+        return Break(decision);
+    }
+    let id = parts.uri.path()[super::IDENTITY_PREFIX.len()..].to_string();
+    let known = shared.lock().identities.get(&id).copied();
+    let Some((first, last)) = known else {
+        return Break(Decision::answer(json(
+            StatusCode::NOT_FOUND,
+            r#"{"message":"Identity not found.","status":404}"#.to_string(),
+        )));
+    };
+    let now = shared.now_micros();
+    let status = if now.saturating_sub(last) >= shared.config.kyc_delay.as_micros() as u64 {
+        "VERIFIED"
+    } else {
+        "PENDING"
+    };
+    let created = humantime::format_rfc3339_seconds(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(first),
+    )
+    .to_string();
+    let body = serde_json::json!({
+        "identityReference": id,
+        "account": {"exists": true, "blocked": false, "createdAt": created},
+        "kyc": {"status": status},
+    })
+    .to_string();
+    Continue(Decision::answer(json(StatusCode::OK, body)))
+}
+
+fn authenticate_get(
+    shared: &Shared,
+    creds: Result<auth::Credentials<'_>, AuthFailure>,
+    path_with_query: &str,
+) -> Result<(), AuthFailure> {
+    let n = shared.authenticating.fetch_add(1, Ordering::Relaxed) + 1;
+    if shared.config.unauth_after.is_some_and(|limit| n > limit) {
+        return Err(AuthFailure::Revoked);
+    }
+    let creds = creds?;
+    let nonce = shared.verifier.verify_get(&creds, path_with_query)?;
+    let now = shared.now_micros();
+    shared.lock().nonces.admit(nonce, now)
 }
 
 /// Stage 2, body size: 413 above the limit, and the connection is closed.
@@ -383,7 +487,16 @@ fn accepted(
         Some(Fault::Reset) => decision.action = Action::Reset,
         Some(Fault::Hang) => decision.action = Action::Hang,
         Some(_) => {}
-        None => decision.payload = Some(Value::Object(object)),
+        None => {
+            decision.payload = Some(Value::Object(object));
+            let now = shared.now_micros();
+            shared
+                .lock()
+                .identities
+                .entry(id.clone())
+                .and_modify(|(_, last)| *last = now)
+                .or_insert((now, now));
+        }
     }
     decision.fault = fault;
     decision.id = Some(id);

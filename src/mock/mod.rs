@@ -102,6 +102,13 @@ pub struct MockConfig {
     pub hang_rate: f64,
     /// The first N valid requests of each identityReference get 500.
     pub fail_first: u32,
+    /// A maintenance window: from this long after the start…
+    pub outage_after: Option<Duration>,
+    /// …for this long, every Banxa request answers 503.
+    pub outage_for: Duration,
+    /// `GET` of an identity answers `PENDING` until this long after its
+    /// last accepted share, then `VERIFIED`.
+    pub kyc_delay: Duration,
     /// Every share request after the Nth gets 401 (a revoked key).
     pub unauth_after: Option<u64>,
     /// Seed of the fault RNG; `None` picks one (see [`MockServer::seed`]).
@@ -167,6 +174,9 @@ impl MockConfig {
             reset_rate: 0.0,
             hang_rate: 0.0,
             fail_first: 0,
+            outage_after: None,
+            outage_for: Duration::ZERO,
+            kyc_delay: Duration::ZERO,
             unauth_after: None,
             seed: None,
             record: None,
@@ -213,10 +223,15 @@ impl MockConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Share,
+    /// `GET /eapi/v0/identities/{identityReference}`.
+    Identity,
     Stats,
     SumsubShareToken,
     NotFound,
 }
+
+/// The path prefix of Banxa's identity retrieval.
+pub const IDENTITY_PREFIX: &str = "/eapi/v0/identities/";
 
 impl Route {
     fn of(path: &str) -> Route {
@@ -224,6 +239,12 @@ impl Route {
             SHARE_PATH => Route::Share,
             STATS_PATH => Route::Stats,
             sumsub::SHARE_TOKEN_PATH => Route::SumsubShareToken,
+            p if p
+                .strip_prefix(IDENTITY_PREFIX)
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::Identity
+            }
             _ => Route::NotFound,
         }
     }
@@ -267,6 +288,7 @@ impl MockServer {
             tokens: TokenBook::default(),
             sumsub_rng: StdRng::seed_from_u64(seed ^ 0x5375_6d73_7562),
             jitter_rng: StdRng::seed_from_u64(seed ^ 0x6a69_7474_6572),
+            identities: std::collections::HashMap::new(),
         };
         let sumsub_verifier = match (&config.sumsub_app_token, &config.sumsub_secret) {
             (Some(token), Some(secret)) if !token.is_empty() && !secret.is_empty() => {

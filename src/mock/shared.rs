@@ -35,6 +35,8 @@ pub(super) struct State {
     pub(super) sumsub_rng: StdRng,
     /// The latency jitter's own RNG, likewise.
     pub(super) jitter_rng: StdRng,
+    /// Identities accepted: (first, last) accept in unix micros.
+    pub(super) identities: std::collections::HashMap<String, (u64, u64)>,
 }
 
 #[derive(Debug)]
