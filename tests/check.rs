@@ -76,3 +76,37 @@ fn a_wrong_secret_is_not_ready_with_banxas_code_explained() {
     assert!(err.contains("401") && err.contains("40103"), "{err}");
     assert!(err.contains("signature does not match"), "{err}");
 }
+
+fn mint_check(url: &str, sumsub_secret: &str) -> std::process::Command {
+    let mut c = check(url);
+    c.args([
+        "--mint",
+        "--for-client-id",
+        "banxa",
+        "--sumsub-base-url",
+        url,
+    ])
+    .env("SUMSUB_APP_TOKEN", "app-token-1")
+    .env("SUMSUB_SECRET_KEY", sumsub_secret);
+    c
+}
+
+#[test]
+fn with_mint_sumsubs_credentials_are_checked_too() {
+    let emu = Emu::start(|c| {
+        c.sumsub_app_token = Some("app-token-1".into());
+        c.sumsub_secret = Some(kycshare::secret::Secret::new("sumsub-secret-1"));
+    });
+    let out = run(&mut mint_check(&emu.url, "sumsub-secret-1"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("app token and secret were accepted"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&mut mint_check(&emu.url, "wrong"));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("NO  sumsub") && err.contains("401"), "{err}");
+    assert_eq!(emu.stats().tokens_minted, 0, "nothing minted");
+}

@@ -137,6 +137,33 @@ fn faults_that_spare_some_rows_do_not_slow_the_run() {
 }
 
 #[test]
+fn twenty_rows_of_two_hundred_that_always_fail_end_failed_without_slowing_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, base, _, err) = timed_run(dir.path(), 200, "3", |_| {});
+    assert_eq!(c, 0, "{err}");
+    // Rows f-1, f-11, f-21, …: 20 of the 200, spread through the file.
+    let bad: Vec<String> = (0..20).map(|i| format!("f-{}", i * 10 + 1)).collect();
+    let (c, t, res, err) = timed_run(dir.path(), 200, "3", |cfg| cfg.fail_always = bad.clone());
+    assert_eq!(c, 1, "{err}");
+    let rows = results(&res);
+    let failed: std::collections::BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r["outcome"] == "failed")
+        .map(|r| r["identityReference"].clone())
+        .collect();
+    assert_eq!(failed, bad.iter().cloned().collect(), "{err}");
+    assert_eq!(
+        rows.iter().filter(|r| r["outcome"] == "accepted").count(),
+        180
+    );
+    // Their retries back off (1 s, then up to 2 s) alongside the other rows.
+    assert!(
+        t < base + Duration::from_secs(6),
+        "{t:?} vs {base:?}: {err}"
+    );
+}
+
+#[test]
 fn an_api_failing_every_row_while_answering_probes_fails_the_rows() {
     // 500 to every share but Banxa answers the probe: the failures are the
     // rows' own; they end `failed` after their attempts, not paused forever.

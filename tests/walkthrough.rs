@@ -126,3 +126,14 @@ fn demo_quiet_prints_only_the_summary() {
     );
     assert!(err.contains("kycshare run finished"), "{err}");
 }
+
+#[test]
+fn mock_refuses_a_secret_on_the_command_line_with_what_to_do() {
+    let out = run(bin().args(["mock", "--listen", "127.0.0.1:0", "--secret", "x"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("BANXA_API_SECRET") && err.contains("--api-secret-file"),
+        "{err}"
+    );
+}

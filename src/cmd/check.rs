@@ -293,7 +293,7 @@ async fn check_sumsub(
         http,
     );
     match client.check(timeout).await {
-        Ok((404, _)) | Ok((200, _)) => push("sumsub", true, format!("{sumsub_base}: a signed read of an applicant that cannot exist answered 404: the app token and secret were accepted")),
+        Ok((s @ (404 | 200), _)) => push("sumsub", true, format!("{sumsub_base}: a signed read of an applicant that cannot exist answered {s}: the app token and secret were accepted")),
         Ok((401, text)) => push("sumsub", false, format!("{sumsub_base} answered 401 {text}: SUMSUB_APP_TOKEN or SUMSUB_SECRET_KEY is wrong (or this host's clock is more than a minute off)")),
         Ok((s, text)) => push("sumsub", false, format!("{sumsub_base} answered {s} {text} (expected 404)")),
         Err(why) => push("sumsub", false, format!("{sumsub_base} unreachable: {why}")),

@@ -64,6 +64,14 @@ pub struct MockArgs {
     #[arg(long, value_name = "FILE")]
     pub api_secret_file: Option<PathBuf>,
 
+    /// Refused, with what to do: a secret on the command line lands in
+    /// shell history and `ps`.
+    #[arg(long, hide = true, value_name = "SECRET")]
+    pub secret: Option<String>,
+    /// Refused, as --secret.
+    #[arg(long, hide = true, value_name = "SECRET")]
+    pub api_secret: Option<String>,
+
     /// Requests admitted per sliding 60-second window, all endpoints but
     /// /stats combined; over it, 429 with Retry-After. `N/min` (or just N),
     /// or `off`. Banxa's published limit is 500/min.
@@ -298,6 +306,9 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
 
 /// Runs the emulator until SIGINT or SIGTERM. Returns the exit code (0).
 pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
+    if args.secret.is_some() || args.api_secret.is_some() {
+        anyhow::bail!("the emulator's API secret is never taken from the command line (it would land in shell history and `ps`): export BANXA_API_SECRET=… or pass --api-secret-file FILE");
+    }
     let config = config(&args)?;
     let random_faults = config.fail_rate > 0.0
         || config.reset_rate > 0.0

@@ -26,6 +26,12 @@ Outcomes: accepted (202), rejected (4xx: fix the row), failed (429/5xx/
 timeouts after --max-attempts: copied to the retry file), invalid and
 duplicate (never sent).
 
+Outages: when attempts keep failing and nothing succeeds (20 in a row over 10
+rows), the run pauses, charges no row, and probes Banxa one request at a time
+(up to every 60 s); it goes on when Banxa answers, and stops with exit 3 after
+--max-outage (default 15m). A run whose first 10 attempts all fail to connect
+stops at once, naming the address and the cause. Preflight: kycshare check.
+
 Stopping and continuing: Ctrl-C (or SIGTERM) stops taking rows, lets requests
 in flight finish and exits 3. A 401 from Banxa stops the run the same way.
 Before its first request the run stores its settings beside the results file

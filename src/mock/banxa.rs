@@ -80,6 +80,9 @@ pub(super) async fn handle(
 
     let (parts, body) = req.into_parts();
     let body = read_body(shared, body).await?;
+    if route == Route::SumsubApplicant {
+        return Ok(sumsub_handler::applicant(shared, parts));
+    }
     if route == Route::SumsubShareToken {
         return Ok(sumsub_handler::handle(shared, &parts, body.as_ref()).await);
     }
@@ -197,7 +200,7 @@ fn routed(route: Route, parts: &Parts) -> ControlFlow<Decision> {
             method_not_allowed(&parts.method, SHARE_PATH, "POST"),
         )),
         Route::Share => Continue(()),
-        Route::Stats | Route::SumsubShareToken | Route::Identity => {
+        Route::Stats | Route::SumsubShareToken | Route::SumsubApplicant | Route::Identity => {
             unreachable!("answered above")
         }
     }
@@ -453,7 +456,11 @@ fn token_checked(
 /// `--check-tokens` the token is used up, unless a fault struck and
 /// `--consume-token-on-fault` is off.
 fn faulted(shared: &Shared, state: &mut State, token: &str, id: &str) -> Option<Fault> {
-    let fault = state.faults.decide(id);
+    let fault = if shared.config.fail_always.iter().any(|f| f == id) {
+        Some(Fault::FailRate)
+    } else {
+        state.faults.decide(id)
+    };
     if shared.config.check_tokens && (fault.is_none() || shared.config.consume_token_on_fault) {
         state.tokens.consume(token);
     }

@@ -102,6 +102,9 @@ pub struct MockConfig {
     pub hang_rate: f64,
     /// The first N valid requests of each identityReference get 500.
     pub fail_first: u32,
+    /// These identityReferences always get 500 (a fault Banxa gives for
+    /// certain records only; library use, for tests).
+    pub fail_always: Vec<String>,
     /// A maintenance window: from this long after the start…
     pub outage_after: Option<Duration>,
     /// …for this long, every Banxa request answers 503.
@@ -174,6 +177,7 @@ impl MockConfig {
             reset_rate: 0.0,
             hang_rate: 0.0,
             fail_first: 0,
+            fail_always: Vec::new(),
             outage_after: None,
             outage_for: Duration::ZERO,
             kyc_delay: Duration::ZERO,
@@ -227,6 +231,8 @@ enum Route {
     Identity,
     Stats,
     SumsubShareToken,
+    /// Sumsub's `GET /resources/applicants/{id}/one` (what `check` reads).
+    SumsubApplicant,
     NotFound,
 }
 
@@ -239,6 +245,13 @@ impl Route {
             SHARE_PATH => Route::Share,
             STATS_PATH => Route::Stats,
             sumsub::SHARE_TOKEN_PATH => Route::SumsubShareToken,
+            p if p
+                .strip_prefix("/resources/applicants/")
+                .and_then(|rest| rest.strip_suffix("/one"))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::SumsubApplicant
+            }
             p if p
                 .strip_prefix(IDENTITY_PREFIX)
                 .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>

@@ -24,6 +24,75 @@ pub(super) async fn handle(shared: &Shared, parts: &Parts, body: Option<&Bytes>)
     response
 }
 
+/// Sumsub's "get applicant data", `GET /resources/applicants/{id}/one`:
+/// the same signature check (method GET, empty body), then 404 for an
+/// applicant the emulator does not know, else 200 with its id. What
+/// `kycshare check --mint` reads to test Sumsub's credentials.
+pub(super) fn applicant(shared: &Shared, parts: Parts) -> Response<Body> {
+    let error = |status: StatusCode, description: &str| {
+        let correlation_id = shared.trace_id();
+        json(
+            status,
+            to_json(&sumsub::ErrorBody {
+                description,
+                code: status.as_u16(),
+                correlation_id: &correlation_id,
+            }),
+        )
+    };
+    let mut reason = None;
+    let response = 'answer: {
+        if parts.method != Method::GET {
+            break 'answer error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
+        }
+        let headers = SignedHeaders {
+            app_token: parts.headers.get("x-app-token").map(HeaderValue::as_bytes),
+            ts: parts
+                .headers
+                .get("x-app-access-ts")
+                .map(HeaderValue::as_bytes),
+            sig: parts
+                .headers
+                .get("x-app-access-sig")
+                .map(HeaderValue::as_bytes),
+        };
+        let path_with_query = parts
+            .uri
+            .path_and_query()
+            .map_or(parts.uri.path(), |p| p.as_str());
+        let verified = match &shared.sumsub_verifier {
+            None => Err(SumsubAuthFailure::NotConfigured),
+            Some(verifier) => {
+                verifier.verify(headers, "GET", path_with_query, b"", shared.now_micros())
+            }
+        };
+        if let Err(failure) = verified {
+            reason = Some(failure);
+            break 'answer error(StatusCode::UNAUTHORIZED, failure.description());
+        }
+        let id = parts
+            .uri
+            .path()
+            .trim_start_matches("/resources/applicants/")
+            .trim_end_matches("/one");
+        if !sumsub::applicant_exists(id) {
+            break 'answer error(StatusCode::NOT_FOUND, "Applicant not found");
+        }
+        json(StatusCode::OK, serde_json::json!({ "id": id }).to_string())
+    };
+    let mut state = shared.lock();
+    let counters = &mut state.counters;
+    counters.total += 1;
+    *counters
+        .sumsub_by_status
+        .entry(response.status().as_u16())
+        .or_insert(0) += 1;
+    if let Some(reason) = reason {
+        counters.sumsub_auth_failures[reason.index()] += 1;
+    }
+    response
+}
+
 /// Sumsub's share-token endpoint (see [`sumsub`] for the checks). Counted
 /// apart from Banxa's requests; never rate limited.
 fn share_token(shared: &Shared, parts: &Parts, body: Option<&Bytes>) -> Response<Body> {

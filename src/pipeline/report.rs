@@ -105,13 +105,18 @@ fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>, limit
             "fix the credentials (BANXA_API_KEY / BANXA_API_SECRET, or the --api-secret-file: wrong, or revoked?), then continue with:",
             resume,
         ),
-        Some(AbortReason::Untrusted(_)) => s.step_with_command(
-            &format!(
-                "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), start again with that CA: the run keeps its --ca-cert, so pass it to a new run, or fix the trust store; then continue with:",
-                plan.base_url
-            ),
-            resume,
-        ),
+        Some(AbortReason::Untrusted(_)) => {
+            let mut again = plan.settings.clone();
+            again.resume = true;
+            again.ca_cert = None;
+            let mut words = command_line(&again, &plan.settings.input, Some(&plan.results));
+            words.push("--resume".into());
+            s.next_steps.push(format!(
+                "check --base-url {} is really Banxa; if it is reached through a private CA (a TLS-inspecting proxy, a test server), continue with that CA (PEM) added: {} --ca-cert CA.pem (the run remembers it from then on)",
+                plan.base_url,
+                shell_line(&words)
+            ));
+        }
         Some(AbortReason::Unreachable(_)) => s.step_with_command(
             &format!(
                 "no row was sent or failed: check --base-url {} (see why above; `curl -sv {}` from this host tells the same), then continue with:",

@@ -196,7 +196,7 @@ impl SumsubClient {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let tail = format!("{CHECK_PATH_PREFIX}kycshare-check-{ts}/one");
+        let tail = format!("{CHECK_PATH_PREFIX}unknown-kycshare-check-{ts}/one");
         let url = self.url.replace(SHARE_TOKEN_PATH, &tail);
         let path = self.path_with_query.replace(SHARE_TOKEN_PATH, &tail);
         let sig = sign(&self.creds.secret_key, ts, "GET", &path, b"");
