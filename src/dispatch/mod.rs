@@ -468,6 +468,12 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
         if ctx.abort.is_triggered() {
             return None;
         }
+        // The breaker may have opened while this attempt waited for its
+        // slot: it goes back unsent (and uncharged) to wait for the pause
+        // to end.
+        if ctx.cfg.breaker.as_ref().is_some_and(|b| b.is_open()) {
+            return Some((task, Duration::ZERO));
+        }
         task.attempts += 1;
         // Service time: from the rate limiter's grant to the answer (a mint
         // round trip included), for `--concurrency auto`.
