@@ -11,6 +11,8 @@
 //!               [--sumsub-fail-rate P] [--sumsub-latency MS]
 //!               [--sumsub-forbidden-client ID] [--latency-jitter MS]
 //!               [--tls-cert FILE --tls-key FILE] [--error-codes]
+//!               [--outage-after S --outage-for D] [--kyc-delay SECONDS]
+//!               [--kyc-reject-rate P]
 //! ```
 //!
 //! This module is wiring only: flags to [`MockConfig`], start, print the
@@ -29,7 +31,8 @@ use crate::secret::Secret;
 pub const MOCK_ABOUT: &str = "\
 A local Banxa: serves POST /eapi/v0/identities/token/share exactly as the API
 is documented (HMAC check, nonces, validation with 422, rate limit with 429)
-and injects faults on request, so that a migration can be rehearsed with no
+and GET /eapi/v0/identities/{identityReference} (404 until accepted, then
+kyc.status), and injects faults and maintenance windows on request, so that a migration can be rehearsed with no
 network and no real credentials. Prints `listening on http://ADDR` once ready.
 
 Example:
@@ -111,23 +114,30 @@ pub struct MockArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub outage_for: f64,
     /// GET of an identity answers kyc.status PENDING until SECONDS after its
-    /// last accepted share, then VERIFIED.
+    /// last accepted share, then VERIFIED (or REJECTED, --kyc-reject-rate).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub kyc_delay: f64,
+    /// Probability (0 to 1) that an accepted identity's KYC ends REJECTED
+    /// instead of VERIFIED. Decided per identityReference from --seed, so
+    /// the same identities are rejected in every replay.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_probability)]
+    pub kyc_reject_rate: f64,
 
     /// Every share request after the Nth gets 401 (reason `revoked`), as if
     /// the key were revoked mid-run.
     #[arg(long, value_name = "N")]
     pub unauth_after: Option<u64>,
 
-    /// Seed for the random faults (--fail-rate, --reset-rate, --hang-rate),
-    /// so a run can be replayed. Without it a seed is picked and printed on
+    /// Seed for the random faults (--fail-rate, --reset-rate, --hang-rate)
+    /// and of which identities --kyc-reject-rate rejects, so a run can be
+    /// replayed. Without it a seed is picked and printed on
     /// stderr.
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
 
     /// Append one JSON line per share request to FILE (sequence, time,
-    /// identityReference, status, nonce; the payload of accepted ones).
+    /// identityReference, status, nonce; the payload of accepted ones), and
+    /// per identity GET (with "route":"identity" and "method").
     /// It holds personal data: created with mode 0600.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -272,6 +282,7 @@ pub fn config(args: &MockArgs) -> anyhow::Result<MockConfig> {
         .map(|s| Duration::from_secs_f64(s.max(0.0)));
     config.outage_for = Duration::from_secs_f64(args.outage_for.max(0.0));
     config.kyc_delay = Duration::from_secs_f64(args.kyc_delay.max(0.0));
+    config.kyc_reject_rate = args.kyc_reject_rate;
     config.unauth_after = args.unauth_after;
     config.seed = args.seed;
     config.record = args.record.clone();
@@ -313,7 +324,8 @@ pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
     let random_faults = config.fail_rate > 0.0
         || config.reset_rate > 0.0
         || config.hang_rate > 0.0
-        || config.sumsub_fail_rate > 0.0;
+        || config.sumsub_fail_rate > 0.0
+        || config.kyc_reject_rate > 0.0;
     let sumsub = config.sumsub_app_token.is_some();
     let scheme = if config.tls.is_some() {
         "https"
@@ -341,9 +353,10 @@ pub async fn run(args: MockArgs) -> anyhow::Result<i32> {
     let stats = server.stats();
     server.shutdown().await;
     eprintln!(
-        "stopped: {} requests, {} share requests, by status {:?}; Sumsub {:?}, {} tokens minted",
+        "stopped: {} requests, {} share requests, {} identity requests, by status {:?}; Sumsub {:?}, {} tokens minted",
         stats.total,
         stats.share_requests,
+        stats.identity_requests,
         stats.by_status,
         stats.sumsub_requests,
         stats.tokens_minted

@@ -93,7 +93,15 @@ pub(super) async fn handle(
         checks(shared, route, &parts, body.as_ref(), admitted)
     };
     count(shared, &decision);
-    write_record(shared, seq, arrived, &parts, body.as_ref(), &decision);
+    write_record(
+        shared,
+        route,
+        seq,
+        arrived,
+        &parts,
+        body.as_ref(),
+        &decision,
+    );
     respond(shared, decision.action).await
 }
 
@@ -120,9 +128,10 @@ async fn read_body(shared: &Shared, body: Incoming) -> Result<Option<Bytes>, Dro
     }
 }
 
-/// Counts the arrival and applies the rate limit, under one lock: the share
-/// request's sequence number, and the limiter's verdict (`Err(retry_after)`
-/// when it refuses).
+/// Counts the arrival and applies the rate limit, under one lock: the
+/// request's sequence number on its route (share or identity; `None` for
+/// any other), and the limiter's verdict (`Err(retry_after)` when it
+/// refuses).
 fn arrive(
     shared: &Shared,
     route: Route,
@@ -143,6 +152,9 @@ fn arrive(
         state.counters.in_60s.record(now);
         state.counters.in_1s.record(now);
         Some(state.counters.share_requests)
+    } else if route == Route::Identity {
+        state.counters.identity_requests += 1;
+        Some(state.counters.identity_requests)
     } else {
         None
     };
@@ -223,7 +235,9 @@ fn in_service(shared: &Shared) -> ControlFlow<Decision> {
 
 /// `GET /eapi/v0/identities/{identityReference}`: the maintenance window,
 /// the rate limit, Banxa's GET signature (no body line), then 404 for an
-/// identity never accepted, else 200 with its account and KYC status.
+/// identity never accepted, else 200 with its account and KYC status
+/// (`PENDING` until `kyc_delay` after the last accepted share, then
+/// `REJECTED` for a `kyc_reject_rate` share of identities, else `VERIFIED`).
 fn identity(
     shared: &Shared,
     parts: &Parts,
@@ -261,19 +275,23 @@ fn identity(
         decision.reason = Some(reason);
         return Break(decision);
     }
-    let id = parts.uri.path()[super::IDENTITY_PREFIX.len()..].to_string();
+    let id = identity_of(parts).to_string();
     let known = shared.lock().identities.get(&id).copied();
     let Some((first, last)) = known else {
-        return Break(Decision::answer(json(
+        let mut decision = Decision::answer(json(
             StatusCode::NOT_FOUND,
             r#"{"message":"Identity not found.","status":404}"#.to_string(),
-        )));
+        ));
+        decision.id = Some(id);
+        return Break(decision);
     };
     let now = shared.now_micros();
-    let status = if now.saturating_sub(last) >= shared.config.kyc_delay.as_micros() as u64 {
-        "VERIFIED"
-    } else {
+    let status = if now.saturating_sub(last) < shared.config.kyc_delay.as_micros() as u64 {
         "PENDING"
+    } else if super::faults::kyc_rejected(shared.seed, &id, shared.config.kyc_reject_rate) {
+        "REJECTED"
+    } else {
+        "VERIFIED"
     };
     let created = humantime::format_rfc3339_seconds(
         SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(first),
@@ -285,7 +303,14 @@ fn identity(
         "kyc": {"status": status},
     })
     .to_string();
-    Continue(Decision::answer(json(StatusCode::OK, body)))
+    let mut decision = Decision::answer(json(StatusCode::OK, body));
+    decision.id = Some(id);
+    Continue(decision)
+}
+
+/// The `{identityReference}` of an identity route's path.
+fn identity_of(parts: &Parts) -> &str {
+    &parts.uri.path()[super::IDENTITY_PREFIX.len()..]
 }
 
 fn authenticate_get(
@@ -525,9 +550,11 @@ fn count(shared: &Shared, decision: &Decision) {
     }
 }
 
-/// Writes a share request to the record file, before its answer is sent.
+/// Writes a share or identity request to the record file, before its
+/// answer is sent. Identity lines add `route` and `method`.
 fn write_record(
     shared: &Shared,
+    route: Route,
     seq: Option<u64>,
     arrived: SystemTime,
     parts: &Parts,
@@ -538,7 +565,11 @@ fn write_record(
     if let (Some(recorder), Some(seq)) = (&shared.recorder, seq) {
         // Requests refused before parsing (401, 429) are still attributed to
         // a customer when their body and header allow it.
+        let identity = route == Route::Identity;
         let id = decision.id.clone().or_else(|| {
+            if identity {
+                return Some(identity_of(parts).to_string());
+            }
             let value = serde_json::from_slice::<Value>(body?).ok()?;
             Some(value.get("identityReference")?.as_str()?.to_string())
         });
@@ -547,6 +578,8 @@ fn write_record(
         let (time, unix_micros) = record::timestamp(arrived);
         let entry = record::Entry {
             seq,
+            route: identity.then_some("identity"),
+            method: identity.then_some(parts.method.as_str()),
             time,
             unix_micros,
             identity_reference: id.as_deref(),

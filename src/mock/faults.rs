@@ -91,9 +91,45 @@ impl Faults {
     }
 }
 
+/// Whether `id`'s KYC ends `REJECTED` under `--kyc-reject-rate rate`: a
+/// SHA-256 of the seed and the identityReference, read as a number in
+/// `[0, 1)`, below `rate`. Stateless, so the answer does not depend on the
+/// order of requests, and 1.0 rejects every identity, 0.0 none.
+pub fn kyc_rejected(seed: u64, id: &str, rate: f64) -> bool {
+    use sha2::{Digest, Sha256};
+    if rate <= 0.0 {
+        return false;
+    }
+    let mut hash = Sha256::new();
+    hash.update(seed.to_le_bytes());
+    hash.update(id.as_bytes());
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let unit = (u64::from_le_bytes(first) >> 11) as f64 / (1u64 << 53) as f64;
+    unit < rate
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kyc_rejection_is_seeded_and_proportional() {
+        let ids: Vec<String> = (0..2000).map(|i| format!("c-{i}")).collect();
+        let rejected = |seed, rate| {
+            ids.iter()
+                .filter(|id| kyc_rejected(seed, id, rate))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rejected(1, 0.2), rejected(1, 0.2));
+        assert_ne!(rejected(1, 0.2), rejected(2, 0.2));
+        let n = rejected(1, 0.2).len();
+        assert!((300..500).contains(&n), "{n}");
+        assert_eq!(rejected(1, 1.0).len(), ids.len());
+        assert!(rejected(1, 0.0).is_empty());
+    }
 
     #[test]
     fn fail_first_is_per_id() {

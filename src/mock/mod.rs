@@ -25,8 +25,16 @@
 //! latency (`--sumsub-latency`) and faults (`--sumsub-fail-rate`), its own
 //! counters in `/stats`, and is not written to the record file.
 //!
+//! And Banxa's `GET /eapi/v0/identities/{identityReference}`: the
+//! maintenance window (`--outage-after/--outage-for`, 503 before anything
+//! else but routing), the shared rate limit, Banxa's GET signature (no body
+//! line), then 404 for an identity never accepted, else 200 with its
+//! account and `kyc.status` (`PENDING` during `--kyc-delay`, then
+//! `VERIFIED`, or `REJECTED` for a `--kyc-reject-rate` share, seeded).
+//!
 //! `--latency` is added to every Banxa answer (reset included). Each share
-//! request is written to the record file before its answer is sent.
+//! and identity request is written to the record file before its answer is
+//! sent (identity lines carry `"route":"identity"`).
 //!
 //! Not for: production use, or anything but loopback rehearsals. It does not
 //! share code with the client's signer (`crate::request`) on purpose.
@@ -110,8 +118,14 @@ pub struct MockConfig {
     /// …for this long, every Banxa request answers 503.
     pub outage_for: Duration,
     /// `GET` of an identity answers `PENDING` until this long after its
-    /// last accepted share, then `VERIFIED`.
+    /// last accepted share, then `VERIFIED` (or `REJECTED`, see
+    /// [`MockConfig::kyc_reject_rate`]).
     pub kyc_delay: Duration,
+    /// The share (0 to 1) of identities whose KYC ends `REJECTED` instead
+    /// of `VERIFIED`. Which ones is decided by a hash of the
+    /// identityReference and the seed: the same with the same `--seed`,
+    /// whatever the order or the number of requests.
+    pub kyc_reject_rate: f64,
     /// Every share request after the Nth gets 401 (a revoked key).
     pub unauth_after: Option<u64>,
     /// Seed of the fault RNG; `None` picks one (see [`MockServer::seed`]).
@@ -181,6 +195,7 @@ impl MockConfig {
             outage_after: None,
             outage_for: Duration::ZERO,
             kyc_delay: Duration::ZERO,
+            kyc_reject_rate: 0.0,
             unauth_after: None,
             seed: None,
             record: None,
@@ -211,6 +226,7 @@ impl MockConfig {
             ("reset rate", self.reset_rate),
             ("hang rate", self.hang_rate),
             ("Sumsub fail rate", self.sumsub_fail_rate),
+            ("KYC reject rate", self.kyc_reject_rate),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return invalid(format!("the {name} must be between 0 and 1, not {p}"));
@@ -311,6 +327,7 @@ impl MockServer {
         };
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            seed,
             verifier: Verifier::new(&config.api_key, &config.api_secret),
             sumsub_verifier,
             clock: AtomicU64::new(config.fixed_now_micros.unwrap_or(0)),

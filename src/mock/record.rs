@@ -1,6 +1,8 @@
-//! `--record FILE`: one JSON line per request to the share endpoint,
-//! written and flushed before the answer is sent, so a test can read the
-//! file as soon as its client is done.
+//! `--record FILE`: one JSON line per request to the share endpoint, and
+//! per request to `/eapi/v0/identities/{identityReference}` (those lines
+//! carry `"route":"identity"` and the method; share lines have neither, as
+//! before), written and flushed before the answer is sent, so a test can
+//! read the file as soon as its client is done.
 //!
 //! The file holds payloads (emails, mobile numbers, tokens) of accepted
 //! requests: it is created with mode 0600. It is for rehearsals and tests.
@@ -18,8 +20,16 @@ use serde_json::Value;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Entry<'a> {
-    /// 1-based sequence of share requests, in arrival order.
+    /// 1-based sequence of share requests, in arrival order; on identity
+    /// lines, of identity requests (each route counts its own).
     pub seq: u64,
+    /// `"identity"` on lines of `GET /eapi/v0/identities/{id}`; absent on
+    /// share lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<&'a str>,
+    /// The HTTP method, on identity lines only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'a str>,
     /// Arrival, RFC 3339 UTC with microseconds.
     pub time: String,
     pub unix_micros: u64,

@@ -41,6 +41,9 @@ pub(super) struct State {
 
 #[derive(Debug)]
 pub(super) struct Shared {
+    /// The seed (given or picked): faults, and which identities' KYC is
+    /// `REJECTED`.
+    pub(super) seed: u64,
     pub(super) config: MockConfig,
     pub(super) verifier: Verifier,
     pub(super) sumsub_verifier: Option<SumsubVerifier>,

@@ -15,6 +15,10 @@ pub struct Stats {
     pub total: u64,
     /// Requests to the share endpoint (any method, any outcome).
     pub share_requests: u64,
+    /// Requests to `/eapi/v0/identities/{identityReference}` (any method,
+    /// any outcome); also in `total` and `byStatus`.
+    #[serde(default)]
+    pub identity_requests: u64,
     /// Answers by HTTP status, e.g. `{"202": 10, "500": 2}`. Resets and
     /// hangs have no status and are counted apart.
     pub by_status: BTreeMap<String, u64>,
@@ -100,6 +104,7 @@ impl WindowMax {
 pub struct Counters {
     pub total: u64,
     pub share_requests: u64,
+    pub identity_requests: u64,
     pub by_status: BTreeMap<u16, u64>,
     pub auth_failures: [u64; AuthFailure::ALL.len()],
     pub resets: u64,
@@ -117,6 +122,7 @@ impl Default for Counters {
         Counters {
             total: 0,
             share_requests: 0,
+            identity_requests: 0,
             by_status: BTreeMap::new(),
             auth_failures: [0; AuthFailure::ALL.len()],
             resets: 0,
@@ -136,6 +142,7 @@ impl Counters {
         Stats {
             total: self.total,
             share_requests: self.share_requests,
+            identity_requests: self.identity_requests,
             by_status: self
                 .by_status
                 .iter()
