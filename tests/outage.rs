@@ -191,9 +191,10 @@ fn a_maintenance_window_mid_run_pauses_and_fails_no_row() {
     });
     // Concurrency auto: many workers wait for the rate limiter's go-ahead;
     // none may send once the breaker is open.
-    // The default --max-attempts (5): a row cannot use them all up in the
-    // half second before the breaker opens (see operations.md, known limit).
-    let out = run(run_cmd(&input, &emu.url).args(["--rate", "40/s"]));
+    // --max-attempts 1: a row whose only attempt fails in the moments
+    // before the breaker opens is held until a probe tells whether Banxa
+    // was up; it was not, so the attempt is given back.
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "40/s", "--max-attempts", "1"]));
     let err = stderr(&out);
     assert_eq!(code(&out), 0, "{err}");
     let res = dir.path().join("export.results.csv");
@@ -254,4 +255,46 @@ fn a_long_outage_stops_at_max_outage_and_resume_completes() {
     let out = run_printed(&resume, dir.path());
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_one_row_per_record(&dir.path().join("export.results.csv"), 80);
+}
+
+#[test]
+fn the_last_rows_failing_in_an_outage_are_not_failed() {
+    // Five rows, all sent into a 3 s outage at --max-attempts 1: too few to
+    // open the breaker, so each is held at its last attempt until a probe
+    // says whether Banxa is up. It is not: the attempts are given back, the
+    // run pauses, and once the window ends every row is accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "z", 5);
+    let emu = Emu::start(|c| {
+        c.outage_after = Some(Duration::ZERO);
+        c.outage_for = Duration::from_secs(3);
+    });
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "20/s", "--max-attempts", "1"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 0, "{err}");
+    let res = dir.path().join("export.results.csv");
+    assert_one_row_per_record(&res, 5);
+    assert!(
+        results(&res).iter().all(|r| r["outcome"] == "accepted"),
+        "{err}"
+    );
+    assert!(err.contains("Banxa unreachable since"), "{err}");
+}
+
+#[test]
+fn a_last_row_failing_on_its_own_ends_failed_after_one_probe() {
+    // The only row always gets 500 while Banxa answers the probe: after one
+    // probe (about a second) it ends `failed`, as usual.
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "o", 1);
+    let emu = Emu::start(|c| c.fail_always = vec!["o-1".to_string()]);
+    let started = Instant::now();
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "20/s", "--max-attempts", "2"]));
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    let rows = results(&dir.path().join("export.results.csv"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["outcome"], "failed", "{err}");
+    assert_eq!(rows[0]["attempts"], "2", "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{err}");
 }

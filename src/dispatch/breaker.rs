@@ -7,7 +7,9 @@
 //! probe at a time (the request `check` sends) asks whether Banxa is up,
 //! backing off up to [`PROBE_CAP`]. A probe that Banxa answers closes the
 //! breaker: the failures were the rows' own, so those rows are charged
-//! again and the breaker does not pause for them again. Nothing
+//! again and the breaker does not pause for them again. A row that uses
+//! up its attempts while nothing shows Banxa up is held ([`Mark`],
+//! [`Verdict`]): it ends `failed` only once Banxa is shown up. Nothing
 //! succeeding for `--max-outage` stops the run (exit 3, resumable).
 //!
 //! The state machine ([`State`]) is pure: time comes in as an argument,
@@ -29,6 +31,10 @@ pub const MIN_ROWS: usize = 10;
 pub const PROBE_CAP: Duration = Duration::from_secs(60);
 /// The first wait before a probe.
 pub const PROBE_FIRST: Duration = Duration::from_millis(500);
+/// A row held at its last attempt with no news of Banxa for this long
+/// sends a probe itself (the last rows of a run may have no other row to
+/// bring news).
+pub const HOLD_PROBE_AFTER: Duration = Duration::from_secs(1);
 /// A run whose first this many attempts all fail to connect stops at once.
 pub const FIRST_CONNECT_ATTEMPTS: u32 = 10;
 /// `--max-outage` by default.
@@ -56,6 +62,30 @@ pub struct State {
     /// Attempts so far, and whether any got an HTTP answer.
     attempts: u32,
     any_answer: bool,
+    /// Evidence so far that Banxa is up (successes, answered probes) and
+    /// that it is down (failed probes): a row held at its last attempt
+    /// ([`Mark`]) waits for one of them to move.
+    ups: u64,
+    downs: u64,
+}
+
+/// Where the evidence stood when a row used up its attempts (see
+/// [`Breaker::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    ups: u64,
+    downs: u64,
+}
+
+/// Whether Banxa was up after a row used up its attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Banxa answered since (a success, or a probe): the failures were
+    /// the row's own; it ends `failed`.
+    Up,
+    /// A probe failed since: the API was down; the row's last attempt is
+    /// given back and it waits for the pause to end.
+    Down,
 }
 
 impl State {
@@ -68,7 +98,46 @@ impl State {
             open_since: None,
             attempts: 0,
             any_answer: false,
+            ups: 0,
+            downs: 0,
         }
+    }
+
+    /// The evidence so far, to compare a later [`State::verdict`] with.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            ups: self.ups,
+            downs: self.downs,
+        }
+    }
+
+    /// What happened since `mark`: `None` while nothing shows whether
+    /// Banxa is up. A failed probe wins over a success (a retry is safe; a
+    /// `failed` row that the API never saw is not).
+    pub fn verdict(&self, mark: Mark) -> Option<Verdict> {
+        if self.downs > mark.downs {
+            Some(Verdict::Down)
+        } else if self.ups > mark.ups {
+            Some(Verdict::Up)
+        } else {
+            None
+        }
+    }
+
+    /// The failures of `record` were shown to be its own.
+    pub fn is_exempt(&self, record: u64) -> bool {
+        self.exempt.contains(&record)
+    }
+
+    /// A probe failed: evidence that Banxa is down. Opens the breaker if
+    /// it was closed (a probe sent for a held row); `true` then.
+    pub fn probe_failed(&mut self, now: Instant) -> bool {
+        self.downs += 1;
+        if self.is_open() {
+            return false;
+        }
+        self.open_since = Some(now);
+        true
     }
 
     pub fn is_open(&self) -> bool {
@@ -91,6 +160,7 @@ impl State {
         self.streak = 0;
         self.streak_rows.clear();
         self.last_success = now;
+        self.ups += 1;
     }
 
     /// An attempt of `record` failed with a connection error, a timeout, a
@@ -125,6 +195,7 @@ impl State {
     /// the rows' own. Closes the breaker; returns how long it was open.
     pub fn probe_answered(&mut self, now: Instant) -> Option<Duration> {
         self.any_answer = true;
+        self.ups += 1;
         self.exempt.extend(self.streak_rows.drain());
         self.streak = 0;
         let since = self.open_since.take()?;
@@ -137,6 +208,7 @@ pub struct Breaker {
     state: Mutex<State>,
     /// `true` while open: workers wait for `false`.
     open_tx: watch::Sender<bool>,
+    hold_probe: tokio::sync::Mutex<()>,
     pub max_outage: Duration,
 }
 
@@ -146,6 +218,7 @@ impl Breaker {
         Breaker {
             state: Mutex::new(State::new(Instant::now())),
             open_tx,
+            hold_probe: tokio::sync::Mutex::new(()),
             max_outage,
         }
     }
@@ -186,6 +259,31 @@ impl Breaker {
 
     pub fn never_connected(&self) -> bool {
         self.lock().never_connected()
+    }
+
+    pub fn mark(&self) -> Mark {
+        self.lock().mark()
+    }
+
+    pub fn verdict(&self, mark: Mark) -> Option<Verdict> {
+        self.lock().verdict(mark)
+    }
+
+    pub fn is_exempt(&self, record: u64) -> bool {
+        self.lock().is_exempt(record)
+    }
+
+    /// A probe failed; opening the breaker (when it was closed) is
+    /// announced to the workers and to the prober.
+    pub fn probe_failed(&self) {
+        if self.lock().probe_failed(Instant::now()) {
+            self.open_tx.send_replace(true);
+        }
+    }
+
+    /// Held rows take turns: one probe at a time.
+    pub async fn hold_probe_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.hold_probe.lock().await
     }
 
     /// Closes the breaker after a probe Banxa answered; how long it was open.
@@ -271,6 +369,27 @@ mod tests {
             s.failed(i, false, t);
         }
         assert!(!s.never_connected(), "a 503 came: the server is there");
+    }
+
+    #[tokio::test]
+    async fn a_held_row_learns_whether_banxa_was_up() {
+        let t = Instant::now();
+        let mut s = State::new(t);
+        s.failed(1, true, t);
+        let m = s.mark();
+        assert_eq!(s.verdict(m), None, "no news yet");
+        s.answered(t);
+        assert_eq!(s.verdict(m), Some(Verdict::Up));
+        let m = s.mark();
+        s.failed(2, true, t);
+        assert!(s.probe_failed(t), "a failed probe opens a closed breaker");
+        assert!(s.is_open());
+        assert_eq!(s.verdict(m), Some(Verdict::Down));
+        assert!(!s.probe_failed(t), "already open");
+        let m = s.mark();
+        s.probe_answered(t);
+        assert_eq!(s.verdict(m), Some(Verdict::Up));
+        assert!(s.is_exempt(2), "the streak's rows failed on their own");
     }
 
     #[test]

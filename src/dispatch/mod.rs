@@ -166,8 +166,11 @@ pub async fn dispatch(
         pool.spawn(async move {
             while let Some(task) = queue.next().await {
                 match process(task, &ctx).await {
-                    None => queue.done(),
-                    Some((task, delay)) => {
+                    Next::Done => queue.done(),
+                    Next::Hold(task, f, mark) => {
+                        tokio::spawn(hold(task, f, mark, queue.clone(), ctx.clone()));
+                    }
+                    Next::Retry(task, delay) => {
                         let queue = queue.clone();
                         tokio::spawn(async move {
                             tokio::select! {
@@ -233,12 +236,113 @@ async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, ab
                     break;
                 }
                 client::Probe::Down(why) => {
+                    b.probe_failed();
                     tracing::info!(probe = n + 1, reason = %why, "Banxa still not answering");
                     n += 1;
                 }
             }
         }
     }
+}
+
+/// A row that used up its attempts while nothing showed Banxa up waits
+/// for news (SPEC: rows become `failed` only by exhausting their attempts
+/// while the API is up): a success of another row or an answered probe,
+/// and it ends `failed`; a failed probe (the API is down: the breaker is
+/// open), and its last attempt is given back and it waits for the pause
+/// to end. With no news for [`breaker::HOLD_PROBE_AFTER`] it sends a probe
+/// itself (one at a time, within the rate).
+///
+/// The output channel outlives the dispatcher, so a held row's outcome is
+/// still written when the run is stopped while it waits.
+async fn hold(
+    mut task: Task,
+    mut f: Box<Final>,
+    mark: breaker::Mark,
+    queue: Arc<Queue>,
+    ctx: Arc<Ctx>,
+) {
+    let Some(b) = ctx.cfg.breaker.clone() else {
+        let _ = ctx.out.send(OutMsg::Final(*f)).await;
+        queue.done();
+        return;
+    };
+    let held = tokio::time::Instant::now();
+    loop {
+        if ctx.abort.is_triggered() {
+            // Stopped (a signal, a 401) before the news came: the row keeps
+            // the outcome its attempts earned, so that every request sent
+            // has its row. (An outage gives news first: a failed probe.)
+            let _ = ctx.out.send(OutMsg::Final(*f)).await;
+            queue.done();
+            return;
+        }
+        match b.verdict(mark) {
+            Some(breaker::Verdict::Up) => {
+                f.completed_at = SystemTime::now();
+                let _ = ctx.out.send(OutMsg::Final(*f)).await;
+                queue.done();
+                return;
+            }
+            Some(breaker::Verdict::Down) => {
+                tracing::debug!(
+                    record = task.job.record,
+                    "Banxa was down when this row used its last attempt: it is given back"
+                );
+                task.attempts = task.attempts.saturating_sub(1);
+                queue.retry(task);
+                return;
+            }
+            None => {}
+        }
+        if held.elapsed() >= breaker::HOLD_PROBE_AFTER && !b.is_open() {
+            let _turn = b.hold_probe_turn().await;
+            if b.verdict(mark).is_none() && !b.is_open() {
+                let mut seq = None;
+                if let Some(limiter) = &ctx.cfg.limiter {
+                    tokio::select! {
+                        biased;
+                        _ = ctx.abort.triggered() => continue,
+                        s = limiter.until_ready() => seq = Some(s),
+                    }
+                }
+                let answer = ctx.client.probe().await;
+                if let (Some(limiter), Some(seq)) = (&ctx.cfg.limiter, seq) {
+                    limiter.answered(seq);
+                }
+                match answer.probe {
+                    client::Probe::Up(status) => {
+                        tracing::debug!(
+                            record = task.job.record,
+                            status,
+                            "probe for a row at its last attempt: Banxa is up"
+                        );
+                        b.probe_answered();
+                    }
+                    client::Probe::Down(why) => {
+                        tracing::debug!(record = task.job.record, reason = %why, "probe for a row at its last attempt: Banxa is not answering");
+                        b.probe_failed();
+                    }
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = ctx.abort.triggered() => {}
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+/// What a worker does with a task after one attempt.
+enum Next {
+    /// Final (sent to the output), or dropped by an abort.
+    Done,
+    /// Try again after the backoff.
+    Retry(Task, Duration),
+    /// Used up its attempts while nothing showed Banxa up: see [`hold`].
+    Hold(Task, Box<Final>, breaker::Mark),
 }
 
 /// A job and its attempts so far.
@@ -441,38 +545,38 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
 /// One attempt of a task: `Some` with the task and its backoff when it is
 /// to be tried again, `None` once it has its final outcome (or the run
 /// was aborted: then it has none, and `--resume` sends it).
-async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
+async fn process(mut task: Task, ctx: &Ctx) -> Next {
     {
         if let Some(b) = &ctx.cfg.breaker {
             if b.is_open() {
                 tokio::select! {
                     biased;
-                    _ = ctx.abort.triggered() => return None,
+                    _ = ctx.abort.triggered() => return Next::Done,
                     _ = b.closed() => {}
                 }
             }
         }
         let slot = tokio::select! {
             biased;
-            _ = ctx.abort.triggered() => return None,
+            _ = ctx.abort.triggered() => return Next::Done,
             s = ctx.cfg.slots.acquire() => s,
         };
         let mut slot_seq = None;
         if let Some(limiter) = &ctx.cfg.limiter {
             tokio::select! {
                 biased;
-                _ = ctx.abort.triggered() => return None,
+                _ = ctx.abort.triggered() => return Next::Done,
                 seq = limiter.until_ready() => slot_seq = Some(seq),
             }
         }
         if ctx.abort.is_triggered() {
-            return None;
+            return Next::Done;
         }
         // The breaker may have opened while this attempt waited for its
         // slot: it goes back unsent (and uncharged) to wait for the pause
         // to end.
         if ctx.cfg.breaker.as_ref().is_some_and(|b| b.is_open()) {
-            return Some((task, Duration::ZERO));
+            return Next::Retry(task, Duration::ZERO);
         }
         task.attempts += 1;
         // Service time: from the rate limiter's grant to the answer (a mint
@@ -481,6 +585,9 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
         let result = attempt(&task.job, ctx).await;
         drop(slot);
         ctx.cfg.slots.observe(started.elapsed());
+        // Set when this attempt failed while nothing showed Banxa up: the
+        // row may not end `failed` until something does (see `hold`).
+        let mut suspect = None;
         let (decision, reply, token) = match result {
             Attempt::Banxa(reply, token) => {
                 task.sent += 1;
@@ -503,13 +610,16 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                                 &ctx.client.address(),
                                 &reply.message,
                             )));
-                            return None;
+                            return Next::Done;
                         }
                         if charge == breaker::Charge::Refunded {
                             // The API looks down: this attempt is not the
                             // row's; it waits for the breaker to close.
                             task.attempts -= 1;
-                            return Some((task, Duration::ZERO));
+                            return Next::Retry(task, Duration::ZERO);
+                        }
+                        if !b.is_exempt(task.job.record) {
+                            suspect = Some(b.mark());
                         }
                     } else {
                         b.answered();
@@ -528,7 +638,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                     "Sumsub answered 401 (record {}): {message}; check SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY",
                     task.job.record
                 )));
-                return None;
+                return Next::Done;
             }
             Attempt::MintFailed(MintFailure::Rejected(status, message)) => {
                 let reply = Reply {
@@ -552,7 +662,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                 );
                 f.http_status = None;
                 let _ = ctx.out.send(OutMsg::Final(f)).await;
-                return None;
+                return Next::Done;
             }
             Attempt::MintFailed(MintFailure::Retry(answer, message)) => {
                 let d = policy::decide(
@@ -591,10 +701,13 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                     reply,
                     token.as_ref(),
                 );
+                if let (Outcome::Failed, Some(mark)) = (outcome, suspect) {
+                    return Next::Hold(task, Box::new(f), mark);
+                }
                 // The output stage outlives the dispatcher; a closed channel
                 // means the run is already being torn down.
                 let _ = ctx.out.send(OutMsg::Final(f)).await;
-                None
+                Next::Done
             }
             Decision::Unauthorized => {
                 let mut said = if reply.message.is_empty() {
@@ -608,18 +721,18 @@ async fn process(mut task: Task, ctx: &Ctx) -> Option<(Task, Duration)> {
                     task.job.record,
                     policy::explain_auth_code(reply.code.as_deref())
                 )));
-                None
+                Next::Done
             }
             Decision::Untrusted => {
                 ctx.abort.trigger(AbortReason::Untrusted(format!(
                     "{} (record {}): nothing was sent over this connection",
                     reply.message, task.job.record
                 )));
-                None
+                Next::Done
             }
             Decision::Retry(delay) => {
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
-                Some((task, delay))
+                Next::Retry(task, delay)
             }
         }
     }
