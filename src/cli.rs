@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::logging::LogFormat;
+use crate::logging::{ColorChoice, LogFormat};
 
 const ABOUT: &str =
     "Move Sumsub-verified customers into Banxa (identity token sharing API) from a CSV export";
@@ -46,6 +46,25 @@ pub struct LogArgs {
     /// Log lines as human text or as JSON objects (one per line).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Colour in the logs: auto (only when stderr is a terminal and
+    /// NO_COLOR is not set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// Off a terminal (a service, a job, `2> file`), log a progress line
+    /// this often: records done and total, counts by outcome, rate, ETA.
+    /// E.g. 60s (the default), 10 (seconds), 5m; 0 for none.
+    #[arg(long, default_value = "60s", global = true, value_name = "DURATION", value_parser = parse_interval)]
+    pub progress_interval: std::time::Duration,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    // A bare number is seconds.
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(std::time::Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (expected e.g. 60s, 10s, 5m)"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,9 +8,15 @@ use kycshare::cmd::{self, Ctx};
 
 fn main() {
     let cli = Cli::parse();
-    kycshare::logging::init(cli.log.verbose, cli.log.quiet, cli.log.log_format);
+    kycshare::logging::init(
+        cli.log.verbose,
+        cli.log.quiet,
+        cli.log.log_format,
+        cli.log.color,
+    );
     let ctx = Ctx {
         quiet: cli.log.quiet,
+        progress_interval: cli.log.progress_interval,
     };
     // With --json a machine reads stdout: it gets a JSON object even when
     // the command fails before its summary (exit 2).

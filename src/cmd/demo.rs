@@ -108,6 +108,7 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         settings.rate = Some(args.rate);
         settings.timeout = Duration::from_secs(10);
         settings.progress = !ctx.quiet;
+        settings.progress_interval = ctx.progress_interval;
         settings.credentials = Some(BanxaCredentials {
             api_key: key,
             api_secret: secret,

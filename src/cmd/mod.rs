@@ -21,6 +21,8 @@ use crate::input::Mapping;
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub quiet: bool,
+    /// `--progress-interval`: a progress line this often off a terminal.
+    pub progress_interval: std::time::Duration,
 }
 
 /// The async runtime of the emulator: one worker per core, as a server

@@ -91,6 +91,7 @@ pub fn run(args: ResumeArgs, ctx: Ctx) -> anyhow::Result<i32> {
         s.timeout = Duration::from_secs_f64(t);
     }
     s.progress = !ctx.quiet;
+    s.progress_interval = ctx.progress_interval;
     s.keep_manifest = true;
     crate::cmd::run::execute_settings(s, args.json)
 }

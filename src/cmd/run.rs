@@ -210,6 +210,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.ledger = args.ledger;
     s.metrics_file = args.metrics_file;
     s.progress = !ctx.quiet;
+    s.progress_interval = ctx.progress_interval;
     s.limit = args.limit;
     s.max_outage = args.max_outage;
     s.mint = args.mint.then_some(MintSettings {

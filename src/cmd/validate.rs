@@ -71,7 +71,12 @@ pub fn run(args: ValidateArgs, ctx: Ctx) -> anyhow::Result<i32> {
     let writer = ResultsWriter::create(&results, replace)?;
 
     let counts = Arc::new(Counts::default());
-    let progress = Progress::new(!ctx.quiet, None);
+    let progress = Progress::new(!ctx.quiet, None).with_lines(
+        !ctx.quiet,
+        ctx.progress_interval,
+        counts.clone(),
+        "checked",
+    );
     let found =
         crate::pipeline::dry_run::run(&mut input, writer, signer, args.mint, &counts, &progress)?;
     progress.finish();

@@ -732,6 +732,31 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
             }
             Decision::Retry(delay) => {
                 ctx.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if tracing::enabled!(tracing::Level::INFO) {
+                    let why = if reply.message.is_empty() {
+                        reply
+                            .status()
+                            .map(|s| format!("HTTP {s}"))
+                            .unwrap_or_default()
+                    } else {
+                        scrub(
+                            reply.message.clone(),
+                            &task.job.private,
+                            token.as_ref().map(|t| t.expose()),
+                        )
+                    };
+                    tracing::info!(
+                        record = task.job.record,
+                        attempt = task.attempts,
+                        status = reply.status(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "record {} attempt {} of {}: {why}; retrying in {:.1}s",
+                        task.job.record,
+                        task.attempts,
+                        ctx.cfg.max_attempts,
+                        delay.as_secs_f64()
+                    );
+                }
                 Next::Retry(task, delay)
             }
         }

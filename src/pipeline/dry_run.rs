@@ -167,6 +167,7 @@ fn read_batches(
         }
     }
     progress.inc(batch.rows.len() as u64);
+    progress.set_total(input.records_read());
     if !batch.rows.is_empty() {
         send(&mut batch);
     }

@@ -142,7 +142,12 @@ async fn run_plan(
             counts.add(o, p.count(o));
         }
     }
-    let progress = Progress::new(plan.progress, None);
+    let progress = Progress::new(plan.progress, None).with_lines(
+        plan.progress,
+        plan.progress_interval,
+        counts.clone(),
+        "done",
+    );
     if let Some(pr) = &prior {
         progress.inc(pr.rows);
     }

@@ -147,6 +147,8 @@ fn feed(
             progress.estimate_total(report.records, input.bytes_read(), size);
         }
         let Some(item) = input.next_item()? else {
+            // The whole input is read: the total is known.
+            progress.set_total(report.records);
             break;
         };
         report.records = item.record;

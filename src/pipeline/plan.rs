@@ -73,6 +73,8 @@ pub struct Settings {
     pub mint: Option<MintSettings>,
     /// A progress bar (or lines) on stderr.
     pub progress: bool,
+    /// Off a terminal, a progress line this often (zero: none).
+    pub progress_interval: Duration,
     /// `--limit N`: stop after N records have been sent (a canary). Not
     /// stored in the manifest: `resume` continues the rest.
     pub limit: Option<u64>,
@@ -109,6 +111,7 @@ impl Settings {
             metrics_file: None,
             mint: None,
             progress: true,
+            progress_interval: crate::output::progress::DEFAULT_INTERVAL,
             limit: None,
             parent: None,
             keep_manifest: false,
@@ -149,6 +152,7 @@ pub struct Plan {
     pub timeout: Duration,
     pub http: HttpOptions,
     pub progress: bool,
+    pub progress_interval: Duration,
     pub ledger: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
     pub mint: Option<MintPlan>,
@@ -244,6 +248,7 @@ impl Plan {
                 max_idle_per_host: MAX_IDLE_PER_HOST,
             },
             progress: s.progress,
+            progress_interval: s.progress_interval,
             ledger: s.ledger,
             metrics: s.metrics_file,
             mint,
