@@ -6,41 +6,9 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const ROWS: u64 = 200;
-
-/// Spawns `run` with stderr read line by line on a thread.
-fn spawn(cmd: &mut std::process::Command) -> (Child, mpsc::Receiver<String>) {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kycshare run");
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn collect(rx: &mpsc::Receiver<String>) -> String {
-    let mut s = String::new();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(10)) {
-        s.push_str(&l);
-        s.push('\n');
-    }
-    s
-}
 
 /// One drain by `sig`: returns nothing, asserts everything.
 fn drains_on(sig: i32) {

@@ -102,11 +102,11 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
     assert!(sent_ids(&rec3).is_empty());
     let prom = std::fs::read_to_string(&metrics).unwrap();
     assert!(
-        prom.contains("kycshare_rows_total{outcome=\"skipped\"} 70"),
+        prom.contains("kycshare_rows{outcome=\"skipped\"} 70"),
         "{prom}"
     );
     assert!(
-        prom.contains("kycshare_rows_total{outcome=\"accepted\"} 0"),
+        prom.contains("kycshare_rows{outcome=\"accepted\"} 0"),
         "{prom}"
     );
     assert!(prom.contains("kycshare_exit_code 0"), "{prom}");

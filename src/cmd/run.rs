@@ -11,6 +11,7 @@ use clap::Args;
 use crate::cmd::{parse_timeout, print_summary, Ctx, InputArgs};
 use crate::dispatch::concurrency::Concurrency;
 use crate::dispatch::limiter::Rate;
+use crate::output::metrics::{Ending, RunMetrics};
 use crate::pipeline::plan::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECS, DEFAULT_TOKEN_TTL_SECS};
 use crate::pipeline::{MintSettings, Plan, RunError, Settings};
 
@@ -109,10 +110,16 @@ pub struct RunArgs {
     /// `skipped`; new, changed and earlier-failed rows are sent.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
-    /// Write Prometheus metrics (rows by outcome, duration, exit code, last
-    /// success) to FILE at the end, atomically (node_exporter textfile).
+    /// Write Prometheus metrics (rows by outcome, requests by status,
+    /// latency, pauses, exit code and error class, last success) to FILE at
+    /// every exit, exit 2 included, atomically (node_exporter textfile).
+    /// See docs/nightly.md for the alert rules.
     #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
+    /// Serve the same metrics live at http://ADDR/metrics (OpenMetrics)
+    /// while the run lasts, for Prometheus to scrape, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Just-in-time share tokens: the input carries Sumsub's applicantId
     /// (column `applicantId`, or --map applicantId=COL) instead of a token;
     /// a fresh token is minted from Sumsub right before each request (and
@@ -150,6 +157,18 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
+    if let Err(e) = refuse(&args) {
+        if let Some(path) = &args.metrics_file {
+            metrics_for_exit_2(path, &e);
+        }
+        return Err(e);
+    }
+    let json = args.input.json;
+    execute_settings(settings(args, ctx), json)
+}
+
+/// Flags that are refused with what to do instead.
+fn refuse(args: &RunArgs) -> anyhow::Result<()> {
     if args.api_secret.is_some() || args.secret.is_some() {
         bail!("the API secret is never accepted on the command line (it would land in shell history and `ps`): export BANXA_API_SECRET=… in the environment, or put it in a file (mode 0600) and pass --api-secret-file FILE");
     }
@@ -159,12 +178,46 @@ pub fn run(args: RunArgs, ctx: Ctx) -> anyhow::Result<i32> {
     if !args.mint && args.for_client_id.is_some() {
         bail!("--for-client-id is only used with --mint");
     }
-    let json = args.input.json;
-    execute_settings(settings(args, ctx), json)
+    Ok(())
+}
+
+/// The class of an error that ends a run before it starts (exit 2), for
+/// the metrics.
+pub fn error_class(e: &anyhow::Error) -> &'static str {
+    if let Some(r) = e.downcast_ref::<RunError>() {
+        return r.class();
+    }
+    if let Some(p) = e.downcast_ref::<crate::pipeline::PlanError>() {
+        return p.class();
+    }
+    "usage"
+}
+
+/// Writes the metrics of a run that could not start (exit 2), so that
+/// the alert on exit 2 fires; keeps the last success known.
+pub fn metrics_for_exit_2(path: &std::path::Path, e: &anyhow::Error) {
+    let m = RunMetrics::failed_before_start(Ending {
+        exit_code: 2,
+        error_class: Some(error_class(e).to_string()),
+        ended_at: Some(std::time::SystemTime::now()),
+        last_success: crate::output::metrics::previous_last_success(path),
+    });
+    if let Err(w) = m.write(path) {
+        tracing::warn!("could not write the metrics file {}: {w}", path.display());
+    }
 }
 
 /// Resolves and runs `s` (`run` and `resume`), printing the summary.
 pub fn execute_settings(s: Settings, json: bool) -> anyhow::Result<i32> {
+    let metrics_file = s.metrics_file.clone();
+    let result = execute_inner(s, json);
+    if let (Err(e), Some(path)) = (&result, &metrics_file) {
+        metrics_for_exit_2(path, e);
+    }
+    result
+}
+
+fn execute_inner(s: Settings, json: bool) -> anyhow::Result<i32> {
     let plan = Plan::resolve(s)?;
     let rt = crate::cmd::pipeline_runtime()?;
     let result = rt.block_on(crate::pipeline::execute(plan, true));
@@ -209,6 +262,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.ca_cert = args.ca_cert;
     s.ledger = args.ledger;
     s.metrics_file = args.metrics_file;
+    s.metrics_listen = args.metrics_listen;
     s.progress = !ctx.quiet;
     s.progress_interval = ctx.progress_interval;
     s.limit = args.limit;

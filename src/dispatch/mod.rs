@@ -103,7 +103,9 @@ pub struct DispatchConfig {
 pub struct DispatchStats {
     pub requests_sent: AtomicU64,
     pub retries: AtomicU64,
-    pub tokens_minted: AtomicU64,
+    /// For the metrics: requests by status, latency, in flight, pauses,
+    /// tokens minted.
+    pub live: Arc<crate::model::Live>,
 }
 
 struct Ctx {
@@ -155,11 +157,14 @@ pub async fn dispatch(
             }
         })
     };
-    let prober = ctx
-        .cfg
-        .breaker
-        .clone()
-        .map(|b| tokio::spawn(probe_while_open(b, ctx.client.clone(), abort.clone())));
+    let prober = ctx.cfg.breaker.clone().map(|b| {
+        tokio::spawn(probe_while_open(
+            b,
+            ctx.client.clone(),
+            abort.clone(),
+            ctx.stats.live.clone(),
+        ))
+    });
     let mut pool = JoinSet::new();
     for _ in 0..workers {
         let (queue, ctx) = (queue.clone(), ctx.clone());
@@ -195,7 +200,12 @@ pub async fn dispatch(
 /// While the breaker is open: one probe at a time, backing off, until
 /// Banxa answers one (the breaker closes) or nothing has succeeded for
 /// `--max-outage` (the run stops, exit 3).
-async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, abort: Abort) {
+async fn probe_while_open(
+    b: Arc<breaker::Breaker>,
+    client: Arc<BanxaClient>,
+    abort: Abort,
+    live: Arc<crate::model::Live>,
+) {
     loop {
         tokio::select! {
             _ = abort.triggered() => return,
@@ -207,6 +217,8 @@ async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, ab
         loop {
             let delay = breaker::probe_delay(n);
             if n == 0 {
+                live.pauses.fetch_add(1, Ordering::Relaxed);
+                live.paused.store(true, Ordering::Relaxed);
                 tracing::warn!(
                     "Banxa unreachable since {since_text} (nothing succeeded since; the last attempts failed): pausing; probing every {}s at most, stopping after {} without an answer",
                     breaker::PROBE_CAP.as_secs(),
@@ -229,6 +241,7 @@ async fn probe_while_open(b: Arc<breaker::Breaker>, client: Arc<BanxaClient>, ab
             match client.probe().await.probe {
                 client::Probe::Up(status) => {
                     let open_for = b.probe_answered().unwrap_or_default();
+                    live.paused.store(false, Ordering::Relaxed);
                     tracing::warn!(
                         "Banxa answering again after {} (probe answered {status}): sending resumes; rows that keep failing now are charged their attempts",
                         humantime::format_duration(Duration::from_secs(open_for.as_secs()))
@@ -521,7 +534,7 @@ async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
                     return Attempt::MintFailed(MintFailure::Unauthorized(message))
                 }
             };
-            ctx.stats.tokens_minted.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.live.tokens_minted.fetch_add(1, Ordering::Relaxed);
             let req = crate::request::ShareRequest {
                 identity_reference: &job.identity_reference,
                 email,
@@ -582,7 +595,9 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
         // Service time: from the rate limiter's grant to the answer (a mint
         // round trip included), for `--concurrency auto`.
         let started = std::time::Instant::now();
+        ctx.stats.live.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = attempt(&task.job, ctx).await;
+        ctx.stats.live.in_flight.fetch_sub(1, Ordering::Relaxed);
         drop(slot);
         ctx.cfg.slots.observe(started.elapsed());
         // Set when this attempt failed while nothing showed Banxa up: the
@@ -598,6 +613,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                     }
                 }
                 ctx.stats.requests_sent.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.live.observe(reply.status(), reply.latency);
                 if let Some(b) = &ctx.cfg.breaker {
                     if policy::retryable(&reply.answer) {
                         // An HTTP answer, or a connection that broke after it

@@ -19,6 +19,23 @@ pub enum AbortReason {
     Outage(String),
 }
 
+impl AbortReason {
+    /// A short, stable name of the kind of stop, for the metrics'
+    /// `error` label: `unauthorized`, `signal`, `storage`, `input`,
+    /// `untrusted`, `unreachable`, `outage`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AbortReason::Unauthorized(_) => "unauthorized",
+            AbortReason::Signal(_) => "signal",
+            AbortReason::Storage(_) => "storage",
+            AbortReason::Input(_) => "input",
+            AbortReason::Untrusted(_) => "untrusted",
+            AbortReason::Unreachable(_) => "unreachable",
+            AbortReason::Outage(_) => "outage",
+        }
+    }
+}
+
 impl std::fmt::Display for AbortReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -12,6 +12,7 @@ mod abort;
 mod answer;
 mod bounds;
 mod fingerprint;
+pub mod live;
 mod outcome;
 mod problem;
 
@@ -21,6 +22,7 @@ pub use bounds::{
     bound_errors, cut_text, CUT_MARKER, ERRORS_CUT_KEY, MAX_ERRORS_BYTES, MAX_MESSAGE_BYTES,
 };
 pub use fingerprint::fingerprint;
+pub use live::Live;
 pub use outcome::{Final, OutMsg, Outcome};
 pub use problem::{problems_message, Problem};
 

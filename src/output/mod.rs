@@ -6,6 +6,7 @@
 
 pub mod journal;
 pub mod metrics;
+pub mod metrics_server;
 pub mod progress;
 pub mod results;
 pub mod retry;

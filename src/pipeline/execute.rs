@@ -27,6 +27,8 @@ use crate::http::http_client;
 use crate::input::Input;
 use crate::model::{Abort, AbortReason, OutMsg, Outcome};
 use crate::output::journal::{self, Journal};
+use crate::output::metrics::RunMetrics;
+use crate::output::metrics_server::MetricsServer;
 use crate::output::progress::Progress;
 use crate::output::results::{read_prior, Prior};
 use crate::output::retry::RetryWriter;
@@ -137,6 +139,34 @@ async fn run_plan(
 
     let abort = Abort::new();
     let counts = Arc::new(Counts::default());
+    let stats = Arc::new(DispatchStats::default());
+    let metrics = RunMetrics::new(
+        counts.clone(),
+        stats.live.clone(),
+        Some(plan.rate.per_second()),
+    );
+    let metrics_server = match plan.metrics_listen {
+        Some(addr) => Some(
+            MetricsServer::start(addr, metrics.clone())
+                .await
+                .map_err(|e| {
+                    RunError::Listen(format!(
+                        "cannot serve the metrics at {addr} (--metrics-listen): {e}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let sampler = {
+        let live = stats.live.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                live.sample(Instant::now());
+            }
+        })
+    };
     if let Some(p) = &prior {
         for o in Outcome::ALL {
             counts.add(o, p.count(o));
@@ -218,7 +248,6 @@ async fn run_plan(
             .map_err(|e| RunError::Thread(format!("cannot start the reader thread: {e}")))?
     };
 
-    let stats = Arc::new(DispatchStats::default());
     dispatch::dispatch(
         jobs_rx,
         out_tx.clone(),
@@ -250,6 +279,7 @@ async fn run_plan(
     if let Some(s) = signals {
         s.abort();
     }
+    sampler.abort();
     progress.finish();
 
     let read = match read {
@@ -267,6 +297,11 @@ async fn run_plan(
         elapsed: started.elapsed(),
         aborted: abort.reason(),
         run_id,
+        metrics: metrics.clone(),
     };
-    Ok(summarise(&plan, finished))
+    let summary = summarise(&plan, finished);
+    if let Some(s) = metrics_server {
+        s.stop().await;
+    }
+    Ok(summary)
 }

@@ -53,6 +53,9 @@ pub struct Manifest {
     pub ca_cert: Option<PathBuf>,
     pub ledger: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
+    /// `--metrics-listen` (absent in manifests of older runs).
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
     pub mint: Option<StoredMint>,
     /// The results file of the run whose retry file this run's input is.
     pub parent: Option<PathBuf>,
@@ -128,6 +131,7 @@ impl Manifest {
             ca_cert: s.ca_cert.as_deref().map(absolute),
             ledger: s.ledger.as_deref().map(absolute),
             metrics_file: s.metrics_file.as_deref().map(absolute),
+            metrics_listen: s.metrics_listen.map(|a| a.to_string()),
             mint: s.mint.as_ref().map(|m| StoredMint {
                 for_client_id: m.for_client_id.clone(),
                 token_ttl: m.token_ttl,
@@ -237,6 +241,7 @@ impl Manifest {
         s.ca_cert = self.ca_cert.clone();
         s.ledger = self.ledger.clone();
         s.metrics_file = self.metrics_file.clone();
+        s.metrics_listen = self.metrics_listen.as_deref().and_then(|a| a.parse().ok());
         s.mint = match &self.mint {
             Some(m) => Some(MintSettings {
                 for_client_id: m.for_client_id.clone(),

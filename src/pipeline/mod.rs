@@ -36,12 +36,33 @@ pub enum RunError {
     Http(String),
     #[error("{0}")]
     Thread(String),
+    /// `--metrics-listen` could not be bound.
+    #[error("{0}")]
+    Listen(String),
     /// A second SIGINT/SIGTERM: the run stopped at once (exit 3).
     #[error("stopped at once by a second signal")]
     Interrupted,
 }
 
 impl RunError {
+    /// A short, stable name of the kind of error, for the metrics'
+    /// `error` label (exit 2): `usage`, `credentials`, `tls`, `input`,
+    /// `output`, `ledger_locked`, `ledger`, `http`, `metrics_listen`,
+    /// `internal`, `signal`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            RunError::Plan(p) => p.class(),
+            RunError::Output(_) => "output",
+            RunError::Input(_) => "input",
+            RunError::Ledger(crate::ledger::LedgerError::Locked { .. }) => "ledger_locked",
+            RunError::Ledger(_) => "ledger",
+            RunError::Http(_) => "http",
+            RunError::Listen(_) => "metrics_listen",
+            RunError::Thread(_) => "internal",
+            RunError::Interrupted => "signal",
+        }
+    }
+
     /// The exit code of a run that ends with this error.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -36,10 +36,25 @@ pub enum PlanError {
     Usage(String),
     #[error(transparent)]
     Credentials(#[from] CredentialError),
+    /// No credentials configured at all.
+    #[error("{0}")]
+    NoCredentials(String),
     #[error("cannot read the CA certificate {path}: {reason}")]
     CaCert { path: String, reason: String },
     #[error(transparent)]
     Output(#[from] OutputError),
+}
+
+impl PlanError {
+    /// See [`super::RunError::class`].
+    pub fn class(&self) -> &'static str {
+        match self {
+            PlanError::Usage(_) => "usage",
+            PlanError::Credentials(_) | PlanError::NoCredentials(_) => "credentials",
+            PlanError::CaCert { .. } => "tls",
+            PlanError::Output(_) => "output",
+        }
+    }
 }
 
 fn usage(s: String) -> PlanError {
@@ -70,6 +85,8 @@ pub struct Settings {
     pub ca_cert: Option<PathBuf>,
     pub ledger: Option<PathBuf>,
     pub metrics_file: Option<PathBuf>,
+    /// `--metrics-listen`: serve `/metrics` here while the run lasts.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub mint: Option<MintSettings>,
     /// A progress bar (or lines) on stderr.
     pub progress: bool,
@@ -109,6 +126,7 @@ impl Settings {
             ca_cert: None,
             ledger: None,
             metrics_file: None,
+            metrics_listen: None,
             mint: None,
             progress: true,
             progress_interval: crate::output::progress::DEFAULT_INTERVAL,
@@ -155,6 +173,7 @@ pub struct Plan {
     pub progress_interval: Duration,
     pub ledger: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub mint: Option<MintPlan>,
     /// Said once at the start (a rate above the published limit).
     pub warnings: Vec<String>,
@@ -197,7 +216,7 @@ impl Plan {
         let creds = match s.credentials {
             Some(c) => c,
             None => crate::credentials::banxa(s.api_secret_file.as_deref())?.ok_or_else(|| {
-                usage("no credentials: set BANXA_API_KEY and BANXA_API_SECRET (or BANXA_API_KEY and --api-secret-file FILE)".into())
+                PlanError::NoCredentials("no credentials: set BANXA_API_KEY and BANXA_API_SECRET (or BANXA_API_KEY and --api-secret-file FILE)".into())
             })?,
         };
         let source = Source::from_arg(&s.input);
@@ -251,6 +270,7 @@ impl Plan {
             progress_interval: s.progress_interval,
             ledger: s.ledger,
             metrics: s.metrics_file,
+            metrics_listen: s.metrics_listen,
             mint,
             warnings,
             limit: s.limit,
@@ -344,7 +364,7 @@ fn resolve_mint(m: MintSettings, base_url: &str, rate: Rate) -> Result<MintPlan,
     let creds = match m.credentials {
         Some(c) => c,
         None => crate::request::mint::credentials(m.sumsub_secret_file.as_deref())?.ok_or_else(|| {
-            usage("--mint needs Sumsub credentials: set SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY (or --sumsub-secret-file FILE)".into())
+            PlanError::NoCredentials("--mint needs Sumsub credentials: set SUMSUB_APP_TOKEN and SUMSUB_SECRET_KEY (or --sumsub-secret-file FILE)".into())
         })?,
     };
     let for_client_id = m

@@ -21,6 +21,7 @@ pub struct Finished<'a> {
     pub aborted: Option<AbortReason>,
     /// The run's row in the ledger (with `--ledger`).
     pub run_id: Option<RunId>,
+    pub metrics: crate::output::metrics::RunMetrics,
 }
 
 /// The summary of a finished (or stopped) run; closes its ledger run and
@@ -80,15 +81,24 @@ pub fn summarise(plan: &Plan, f: Finished<'_>) -> Summary {
         }
         last_success = l.last_success().ok().flatten();
     }
-    if let Some(path) = &plan.metrics {
-        let mut m = crate::output::metrics::RunMetrics::from_summary(&summary);
-        m.ended_at = Some(ended);
-        m.last_success = if summary.exit_code == 0 {
+    f.metrics.end(crate::output::metrics::Ending {
+        exit_code: summary.exit_code,
+        error_class: f.aborted.as_ref().map(|r| r.class().to_string()),
+        ended_at: Some(ended),
+        last_success: if summary.exit_code <= 1 {
             Some(ended)
         } else {
-            last_success
-        };
-        if let Err(e) = crate::output::metrics::write_metrics(path, &m) {
+            // The ledger remembers the last exit 0; the previous metrics
+            // file the last completed run (0 or 1): the later of the two.
+            last_success.max(
+                plan.metrics
+                    .as_deref()
+                    .and_then(crate::output::metrics::previous_last_success),
+            )
+        },
+    });
+    if let Some(path) = &plan.metrics {
+        if let Err(e) = f.metrics.write(path) {
             summary.next_steps.push(format!(
                 "could not write the metrics file {}: {e}",
                 path.display()

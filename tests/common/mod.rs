@@ -368,3 +368,34 @@ pub fn next_commands(o: &Output) -> Vec<String> {
     }
     cmds
 }
+
+/// Spawns `run` with stderr read line by line on a thread.
+pub fn spawn(
+    cmd: &mut std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn kycshare run");
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+pub fn collect(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    let mut s = String::new();
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    s
+}
