@@ -81,6 +81,9 @@ pub enum Command {
     /// Continue a stopped run with the settings it was started with (stored beside its results).
     #[command(long_about = crate::cmd::resume::RESUME_ABOUT)]
     Resume(crate::cmd::resume::ResumeArgs),
+    /// What a run is doing or did: running, stopped or finished, counts, what is left, rate, ETA.
+    #[command(long_about = crate::cmd::status::STATUS_ABOUT)]
+    Status(crate::cmd::status::StatusArgs),
     /// The whole job on the embedded emulator: no credentials, no network, no set-up.
     #[command(long_about = crate::cmd::demo::DEMO_ABOUT)]
     Demo(crate::cmd::demo::DemoArgs),

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod mock;
 pub mod resume;
 pub mod run;
+pub mod status;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! Not for: deciding outcomes (that is `dispatch` and `input`); this stage
 //! only records them.
 
+pub mod events;
 pub mod journal;
 pub mod metrics;
 pub mod metrics_server;

@@ -26,6 +26,7 @@ use crate::dispatch::{self, DispatchConfig, DispatchStats, Job};
 use crate::http::http_client;
 use crate::input::Input;
 use crate::model::{Abort, AbortReason, OutMsg, Outcome};
+use crate::output::events::{EventLog, OpenError};
 use crate::output::journal::{self, Journal};
 use crate::output::metrics::RunMetrics;
 use crate::output::metrics_server::MetricsServer;
@@ -61,6 +62,13 @@ async fn run_plan(
     if let Some(m) = &plan.metrics {
         check_writable(m)?;
     }
+    // One run per results file: a second one would send the same rows.
+    let mut events = EventLog::open(&plan.results).map_err(|e| match e {
+        OpenError::Busy { .. } => RunError::Busy(e.to_string()),
+        OpenError::Io { path, error } => {
+            RunError::Output(crate::output::OutputError::io(&path, error))
+        }
+    })?;
     // The ledger: one run at a time (a second run refuses here, exit 2).
     let mut ledger = match &plan.ledger {
         Some(path) => Some(crate::ledger::Ledger::open(path)?),
@@ -107,6 +115,20 @@ async fn run_plan(
             .store(&plan.results)
             .map_err(|e| crate::output::OutputError::io(&manifest_file, e))?;
     }
+    if prior.is_none() {
+        events.start_afresh();
+    }
+    events.write(
+        "started",
+        serde_json::json!({
+            "pid": std::process::id(),
+            "host": crate::output::events::host_name(),
+            "kycshare": env!("CARGO_PKG_VERSION"),
+            "rate": plan.rate.to_string(),
+            "ratePerSecond": plan.rate.per_second(),
+            "resumed": prior.as_ref().map(|p| p.rows).unwrap_or(0),
+        }),
+    );
     // The run enters the ledger only once every check has passed.
     let run_id = match &mut ledger {
         Some(l) => Some(l.begin_run(&plan.source.display(), std::time::SystemTime::now())?),
@@ -157,13 +179,38 @@ async fn run_plan(
         ),
         None => None,
     };
+    let events = Arc::new(std::sync::Mutex::new(events));
+    // Once a second: the achieved rate's sample, and the breaker's pauses
+    // into the events file.
     let sampler = {
         let live = stats.live.clone();
+        let events = events.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut paused_at: Option<Instant> = None;
             loop {
                 tick.tick().await;
-                live.sample(Instant::now());
+                let now = Instant::now();
+                live.sample(now);
+                let paused = live.paused.load(Ordering::Relaxed);
+                let mut log = events.lock().unwrap_or_else(|e| e.into_inner());
+                match (paused, paused_at) {
+                    (true, None) => {
+                        paused_at = Some(now);
+                        log.write(
+                            "paused",
+                            serde_json::json!({"message": "Banxa not answering: sending paused, probing"}),
+                        );
+                    }
+                    (false, Some(t)) => {
+                        paused_at = None;
+                        log.write(
+                            "resumed",
+                            serde_json::json!({"pausedSeconds": now.duration_since(t).as_secs_f64()}),
+                        );
+                    }
+                    _ => {}
+                }
             }
         })
     };
@@ -300,6 +347,14 @@ async fn run_plan(
         metrics: metrics.clone(),
     };
     let summary = summarise(&plan, finished);
+    events.lock().unwrap_or_else(|e| e.into_inner()).write(
+        "ended",
+        serde_json::json!({
+            "exitCode": summary.exit_code,
+            "reason": summary.aborted,
+            "limitReached": summary.limit_reached,
+        }),
+    );
     if let Some(s) = metrics_server {
         s.stop().await;
     }

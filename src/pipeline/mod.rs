@@ -36,6 +36,9 @@ pub enum RunError {
     Http(String),
     #[error("{0}")]
     Thread(String),
+    /// Another run holds the results file's lock.
+    #[error("{0}")]
+    Busy(String),
     /// `--metrics-listen` could not be bound.
     #[error("{0}")]
     Listen(String),
@@ -58,6 +61,7 @@ impl RunError {
             RunError::Ledger(_) => "ledger",
             RunError::Http(_) => "http",
             RunError::Listen(_) => "metrics_listen",
+            RunError::Busy(_) => "results_in_use",
             RunError::Thread(_) => "internal",
             RunError::Interrupted => "signal",
         }
