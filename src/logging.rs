@@ -60,6 +60,34 @@ pub fn filter_spec(verbose: u8, quiet: bool) -> String {
     format!("warn,kycshare={level},kycshare::progress={progress}")
 }
 
+/// The progress bar on screen, if any: log lines are written with it
+/// hidden (`suspend`), so that a line never lands inside the bar.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Registers (or, with `None`, removes) the bar log lines must go around.
+pub fn set_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|e| e.into_inner()) = bar;
+}
+
+/// Stderr, around the progress bar: one `write` per event (tracing's fmt
+/// formats the whole line first).
+struct AroundBar;
+
+impl std::io::Write for AroundBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bar {
+            Some(b) if !b.is_hidden() => b.suspend(|| std::io::stderr().write_all(buf))?,
+            _ => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Logs are JSON objects (`--log-format json`): events that repeat their
@@ -78,7 +106,7 @@ pub fn init(verbose: u8, quiet: bool, format: LogFormat, color: ColorChoice) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AroundBar)
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -211,20 +211,31 @@ impl Journal {
             Outcome::Accepted | Outcome::Skipped | Outcome::Validated
         ) {
             // `-v`: every record not accepted, with its reason (messages
-            // are scrubbed of the row's private values upstream).
-            tracing::info!(
-                record = f.record,
-                line = f.line,
-                identity_reference = %f.identity_reference,
-                outcome = f.outcome.as_str(),
-                http_status = f.http_status,
-                attempts = f.attempts,
-                "record {} (line {}) {}: {}",
-                f.record,
-                f.line,
-                f.outcome.as_str(),
-                f.message
-            );
+            // are scrubbed of the row's private values upstream); the
+            // fields in JSON only (the text says it all).
+            if !crate::logging::is_json() {
+                tracing::info!(
+                    "record {} (line {}) {}: {}",
+                    f.record,
+                    f.line,
+                    f.outcome.as_str(),
+                    f.message
+                );
+            } else {
+                tracing::info!(
+                    record = f.record,
+                    line = f.line,
+                    identity_reference = %f.identity_reference,
+                    outcome = f.outcome.as_str(),
+                    http_status = f.http_status,
+                    attempts = f.attempts,
+                    "record {} (line {}) {}: {}",
+                    f.record,
+                    f.line,
+                    f.outcome.as_str(),
+                    f.message
+                );
+            }
         }
         report.reasons.add_final(&f);
         self.progress.inc(1);

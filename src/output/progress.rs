@@ -84,6 +84,7 @@ impl Progress {
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr_with_hz(4));
         bar.set_style(style(total.is_some()));
         bar.enable_steady_tick(Duration::from_millis(250));
+        crate::logging::set_bar(Some(bar.clone()));
         Progress {
             bar: Some(bar),
             pos,
@@ -191,6 +192,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
+            crate::logging::set_bar(None);
         }
         if let Some(l) = &self.lines {
             let (m, cv) = &*l.stop;
