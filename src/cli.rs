@@ -21,6 +21,7 @@ A typical migration:
   3. kycshare run export.csv --base-url https://api.banxa.com
   4. kycshare resume export.results.csv                after a stop, continue where it left off
   5. kycshare run export.retry.csv --base-url …         retry the rows that failed (the summary prints the command)
+  6. kycshare verify export.results.csv                did Banxa verify the customers it accepted?
 
 Every record gets exactly one row in the results file (export.results.csv).
 Exit codes: 0 all accepted/validated, 1 some rows not accepted, 2 usage or
@@ -84,6 +85,9 @@ pub enum Command {
     /// What a run is doing or did: running, stopped or finished, counts, what is left, rate, ETA.
     #[command(long_about = crate::cmd::status::STATUS_ABOUT)]
     Status(crate::cmd::status::StatusArgs),
+    /// The closed loop: ask Banxa whether each accepted identity got verified (kyc.status).
+    #[command(long_about = crate::cmd::verify::VERIFY_ABOUT)]
+    Verify(crate::cmd::verify::VerifyArgs),
     /// The whole job on the embedded emulator: no credentials, no network, no set-up.
     #[command(long_about = crate::cmd::demo::DEMO_ABOUT)]
     Demo(crate::cmd::demo::DemoArgs),

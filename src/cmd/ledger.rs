@@ -102,6 +102,35 @@ pub fn render(r: &LedgerReport) -> String {
             let _ = writeln!(s, "oldest pending failure: none");
         }
     }
+    if r.accepted > 0 && !r.kyc.is_empty() {
+        let _ = writeln!(
+            s,
+            "accepted identities by verification (kycshare verify --ledger):"
+        );
+        for (status, n) in &r.kyc {
+            let _ = writeln!(s, "  {status:<12} {n:>10}");
+        }
+        match &r.oldest_unverified {
+            Some(u) => {
+                let _ = writeln!(
+                    s,
+                    "oldest unverified: {} accepted {} ({})",
+                    u.identity_reference,
+                    u.accepted_at,
+                    match (&u.kyc_status, &u.kyc_checked_at) {
+                        (Some(k), Some(at)) => format!("{k} when checked {at}"),
+                        _ => "not checked since".to_string(),
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "oldest unverified: none (every accepted identity is VERIFIED)"
+                );
+            }
+        }
+    }
     let _ = writeln!(
         s,
         "last successful run (exit 0) ended: {}",

@@ -10,6 +10,7 @@ pub mod resume;
 pub mod run;
 pub mod status;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -236,7 +236,7 @@ fn execute_inner(s: Settings, json: bool) -> anyhow::Result<i32> {
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("`{s}`: {e} (expected e.g. 15m, 90s, 2h)"))?;
     if d < Duration::from_secs(1) {

@@ -32,6 +32,10 @@ pub struct Reply {
     /// Banxa's error `code` (e.g. `40103` on a 401), when the body has one.
     pub code: Option<String>,
     pub latency: Duration,
+    /// An identity's `kyc.status` (verification requests only): Banxa's
+    /// value as it came (printable ASCII, at most 64 bytes), `None` when
+    /// the answer has none.
+    pub kyc_status: Option<String>,
 }
 
 impl Reply {
@@ -122,6 +126,7 @@ impl BanxaClient {
             errors: parsed.errors,
             code: parsed.code,
             latency,
+            kyc_status: None,
         }
     }
 }
@@ -146,25 +151,55 @@ pub struct ProbeAnswer {
 /// The path prefix of Banxa's identity retrieval.
 pub const IDENTITY_PATH: &str = "/eapi/v0/identities/";
 
+/// A signed GET's answer before it is read as a probe or a verification.
+struct Got {
+    status: u16,
+    retry_after: Option<Duration>,
+    date: Option<SystemTime>,
+    body: Result<Bytes, BodyError>,
+}
+
 impl BanxaClient {
-    /// The request `check` sends and the breaker probes with: a signed
-    /// `GET` of an identity that cannot exist (changes nothing).
-    pub async fn probe(&self) -> ProbeAnswer {
-        let nonce = self.nonces.next();
-        let path = format!("{IDENTITY_PATH}kycshare-probe-{nonce}");
-        let auth = self.signer.get_authorization(&path, nonce);
+    /// A `GET` of `path` signed with Banxa's GET signature (no body line)
+    /// and a fresh nonce; the body is read up to [`MAX_ANSWER_BYTES`].
+    async fn get(&self, path: &str, nonce: u64) -> Result<Got, reqwest::Error> {
+        let auth = self.signer.get_authorization(path, nonce);
         let mut url = self.url.clone();
-        url.set_path(&path);
-        let started = Instant::now();
-        let result = self
+        url.set_path(path);
+        let resp = self
             .http
             .get(url)
             .header(AUTHORIZATION, auth)
             .timeout(self.timeout)
             .send()
-            .await;
-        let resp = match result {
-            Ok(r) => r,
+            .await?;
+        let status = resp.status().as_u16();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let date = header(reqwest::header::DATE).and_then(|v| httpdate::parse_http_date(&v).ok());
+        let retry_after =
+            header(RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let body = read_body(resp, MAX_ANSWER_BYTES).await;
+        Ok(Got {
+            status,
+            retry_after,
+            date,
+            body,
+        })
+    }
+
+    /// The request `check` sends and the breaker probes with: a signed
+    /// `GET` of an identity that cannot exist (changes nothing).
+    pub async fn probe(&self) -> ProbeAnswer {
+        let nonce = self.nonces.next();
+        let path = format!("{IDENTITY_PATH}kycshare-probe-{nonce}");
+        let started = Instant::now();
+        let got = match self.get(&path, nonce).await {
+            Ok(g) => g,
             Err(e) => {
                 let reply = transport_reply(&e, started.elapsed());
                 return ProbeAnswer {
@@ -174,14 +209,8 @@ impl BanxaClient {
                 };
             }
         };
-        let status = resp.status().as_u16();
-        let date = resp
-            .headers()
-            .get(reqwest::header::DATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok());
-        let bytes = read_body(resp, MAX_ANSWER_BYTES).await.unwrap_or_default();
-        let parsed = parse_body(&bytes);
+        let status = got.status;
+        let parsed = parse_body(&got.body.unwrap_or_default());
         let reply = Reply {
             answer: Answer::Http {
                 status,
@@ -192,13 +221,60 @@ impl BanxaClient {
             errors: String::new(),
             code: parsed.code,
             latency: started.elapsed(),
+            kyc_status: None,
         };
         let probe = if status == 429 || status >= 500 {
             Probe::Down(format!("HTTP {status}"))
         } else {
             Probe::Up(status)
         };
-        ProbeAnswer { probe, reply, date }
+        ProbeAnswer {
+            probe,
+            reply,
+            date: got.date,
+        }
+    }
+
+    /// Banxa's identity retrieval, `GET /eapi/v0/identities/{identityReference}`
+    /// (`kycshare verify`): a 2xx carries the identity's `kyc.status` in
+    /// [`Reply::kyc_status`]; anything else is read like a share's answer
+    /// (404: Banxa does not know the identity).
+    pub async fn identity(&self, identity_reference: &str) -> Reply {
+        let path = format!("{IDENTITY_PATH}{identity_reference}");
+        let started = Instant::now();
+        let got = match self.get(&path, self.nonces.next()).await {
+            Ok(g) => g,
+            Err(e) => return transport_reply(&e, started.elapsed()),
+        };
+        let status = got.status;
+        let bytes = match got.body {
+            Ok(b) => b,
+            Err(e) => return body_error_reply(status, e, started.elapsed()),
+        };
+        let latency = started.elapsed();
+        let parsed = parse_body(&bytes);
+        let mut message = parsed.message;
+        let mut kyc_status = None;
+        if (200..300).contains(&status) {
+            kyc_status = kyc_status_of(&bytes);
+            message.clear();
+        } else if (300..400).contains(&status) {
+            message = format!(
+                "HTTP {status}: a redirect, not followed (Banxa does not redirect this endpoint: check --base-url)"
+            );
+        }
+        Reply {
+            answer: Answer::Http {
+                status,
+                retry_after: got.retry_after,
+            },
+            trace_id: parsed.trace_id,
+            message,
+            errors: parsed.errors,
+            code: parsed.code,
+            latency,
+            kyc_status,
+        }
     }
 
     /// The address requests go to (`host:port`), for messages.
@@ -209,6 +285,27 @@ impl BanxaClient {
             self.url.port_or_known_default().unwrap_or(0)
         )
     }
+}
+
+/// The most bytes of a `kyc.status` kept.
+pub const MAX_KYC_STATUS_BYTES: usize = 64;
+
+/// `kyc.status` of an identity's answer (also under `data`, where Banxa
+/// wraps some answers): as it comes when it is a string of printable
+/// ASCII (cut at [`MAX_KYC_STATUS_BYTES`]), else `None`.
+fn kyc_status_of(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let status = v
+        .pointer("/kyc/status")
+        .or_else(|| v.pointer("/data/kyc/status"))?
+        .as_str()?;
+    let clean: String = status
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(MAX_KYC_STATUS_BYTES)
+        .collect();
+    let clean = clean.trim();
+    (!clean.is_empty()).then(|| clean.to_string())
 }
 
 /// True when an attempt failed before any HTTP exchange: the connection
@@ -229,6 +326,7 @@ fn accepted_reply(status: u16, body: &[u8], identity_reference: &str, latency: D
         errors: String::new(),
         code: None,
         latency,
+        kyc_status: None,
     };
     if names_exactly(body, identity_reference) {
         return reply;
@@ -294,6 +392,7 @@ fn body_error_reply(status: u16, e: BodyError, latency: Duration) -> Reply {
             errors: String::new(),
             code: None,
             latency,
+            kyc_status: None,
         },
         BodyError::Read(e) => transport_reply(&e, latency),
     }
@@ -325,6 +424,7 @@ fn transport_reply(e: &reqwest::Error, latency: Duration) -> Reply {
         errors: String::new(),
         code: None,
         latency,
+        kyc_status: None,
     }
 }
 
@@ -442,6 +542,23 @@ fn parse_body(bytes: &[u8]) -> ParsedBody {
 mod tests {
     use super::*;
     use crate::model::{CUT_MARKER, ERRORS_CUT_KEY, MAX_ERRORS_BYTES};
+
+    #[test]
+    fn kyc_status_is_read_as_it_comes_and_bounded() {
+        let b = br#"{"account":{"exists":true,"blocked":false},"kyc":{"status":"VERIFIED"}}"#;
+        assert_eq!(kyc_status_of(b).as_deref(), Some("VERIFIED"));
+        let wrapped = br#"{"data":{"kyc":{"status":"IN_REVIEW"}}}"#;
+        assert_eq!(kyc_status_of(wrapped).as_deref(), Some("IN_REVIEW"));
+        assert_eq!(kyc_status_of(br#"{"kyc":{}}"#), None);
+        assert_eq!(kyc_status_of(br#"{"kyc":{"status":7}}"#), None);
+        assert_eq!(kyc_status_of(b"<html>"), None);
+        let odd = format!(r#"{{"kyc":{{"status":"A\nB{}"}}}}"#, "x".repeat(500));
+        let got = kyc_status_of(odd.as_bytes()).unwrap();
+        assert!(
+            got.starts_with("AB") && got.len() == MAX_KYC_STATUS_BYTES,
+            "{got}"
+        );
+    }
 
     #[test]
     fn bodies_are_read_leniently() {

@@ -78,6 +78,10 @@ pub enum Payload {
         mobile_number: String,
         vendor: &'static str,
     },
+    /// A verification (`kycshare verify`): Banxa's identity retrieval,
+    /// `GET /eapi/v0/identities/{identityReference}`, through the same
+    /// limiter, breaker, retry policy and 401 stop as a share.
+    Verify,
 }
 
 /// Minting settings (`run --mint`).
@@ -505,6 +509,7 @@ enum MintFailure {
 
 async fn attempt(job: &Job, ctx: &Ctx) -> Attempt {
     match &job.payload {
+        Payload::Verify => Attempt::Banxa(ctx.client.identity(&job.identity_reference).await, None),
         Payload::Body(body) => Attempt::Banxa(
             ctx.client.send(body.clone(), &job.identity_reference).await,
             None,
@@ -667,6 +672,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                     errors: String::new(),
                     code: None,
                     latency: started.elapsed(),
+                    kyc_status: None,
                 };
                 let mut f = final_of(
                     &task.job,
@@ -694,6 +700,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                     errors: String::new(),
                     code: None,
                     latency: started.elapsed(),
+                    kyc_status: None,
                 };
                 (d, reply, None)
             }
@@ -854,6 +861,7 @@ fn final_of(
     let minted = token.map(|t| t.expose());
     let message = scrub(message, &job.private, minted);
     let http_status = reply.status();
+    let kyc_status = reply.kyc_status;
     let errors = scrub(reply.errors, &job.private, minted);
     Final {
         record: job.record,
@@ -870,5 +878,6 @@ fn final_of(
         raw: (outcome == Outcome::Failed).then(|| job.raw.clone()),
         fingerprint: job.fingerprint,
         problems: Vec::new(),
+        kyc_status,
     }
 }

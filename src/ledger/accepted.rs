@@ -56,20 +56,38 @@ impl AcceptedSet {
         AcceptedSet { slots, dir, bits }
     }
 
-    pub(super) fn load(conn: &Connection, path: &str) -> Result<AcceptedSet, LedgerError> {
+    /// The accepted identities; with `reshare_before` (a stamp), without
+    /// those accepted at or before it whose last verification found a
+    /// status other than `VERIFIED` (they are to be sent again).
+    pub(super) fn load(
+        conn: &Connection,
+        path: &str,
+        reshare_before: Option<String>,
+    ) -> Result<AcceptedSet, LedgerError> {
+        // Without --reshare-unverified the query is the one of a ledger
+        // with no verification columns: the nightly path does not change.
+        let filter = match reshare_before {
+            None => "last_outcome = 'accepted'",
+            Some(_) => {
+                "last_outcome = 'accepted' AND NOT (kyc_status IS NOT NULL AND kyc_status <> 'VERIFIED' AND accepted_at <= ?1)"
+            }
+        };
+        let args: Vec<String> = reshare_before.into_iter().collect();
         let n: i64 = conn
             .query_row(
-                "SELECT count(*) FROM identities WHERE last_outcome = 'accepted'",
-                [],
+                &format!("SELECT count(*) FROM identities WHERE {filter}"),
+                rusqlite::params_from_iter(args.iter()),
                 |r| r.get(0),
             )
             .map_err(sql(path, "counting accepted identities"))?;
         let mut slots = Vec::with_capacity(n as usize);
         let mut stmt = conn
-            .prepare("SELECT identity_reference, fingerprint FROM identities WHERE last_outcome = 'accepted'")
+            .prepare(&format!(
+                "SELECT identity_reference, fingerprint FROM identities WHERE {filter}"
+            ))
             .map_err(sql(path, "reading accepted identities"))?;
         let mut rows = stmt
-            .query([])
+            .query(rusqlite::params_from_iter(args.iter()))
             .map_err(sql(path, "reading accepted identities"))?;
         while let Some(row) = rows
             .next()

@@ -84,7 +84,9 @@ use crate::model::Outcome;
 
 pub use accepted::LedgerReader;
 pub use lock::{in_use_by, lock_path, LockHolder};
-pub use report::{LedgerReport, LedgerView, PendingFailure, RunReport, REPORT_RUNS};
+pub use report::{
+    LedgerReport, LedgerView, OldestUnverified, PendingFailure, RunReport, REPORT_RUNS,
+};
 pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 pub use store::{Ledger, BATCH_AGE, BATCH_ROWS};
 

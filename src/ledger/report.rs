@@ -44,6 +44,17 @@ pub struct PendingFailure {
     pub trace_id: String,
 }
 
+/// The accepted identity that has waited the longest for `VERIFIED`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OldestUnverified {
+    pub identity_reference: String,
+    pub accepted_at: String,
+    /// `None`: never verified since it was accepted.
+    pub kyc_status: Option<String>,
+    pub kyc_checked_at: Option<String>,
+}
+
 /// What `kycshare ledger` prints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -58,6 +69,11 @@ pub struct LedgerReport {
     /// Of the rejected and failed, those accepted earlier with other details.
     pub changed_not_yet_accepted: u64,
     pub oldest_pending_failure: Option<PendingFailure>,
+    /// Accepted identities by what their last verification found
+    /// (`kyc.status` as it came, `not_found`), `not checked` for those
+    /// never verified since they were accepted.
+    pub kyc: std::collections::BTreeMap<String, u64>,
+    pub oldest_unverified: Option<OldestUnverified>,
     /// End of the last run that exited 0.
     pub last_success: Option<String>,
     /// The last runs, newest first.
@@ -134,6 +150,52 @@ impl LedgerView {
 
     pub fn report(&self) -> Result<LedgerReport, LedgerError> {
         report(&self.conn, &self.path)
+    }
+
+    /// Calls `f` with every accepted identity whose last known status is
+    /// not `VERIFIED` (never checked included), in identityReference order,
+    /// streaming (one row in memory at a time); stops early when `f`
+    /// returns false. What `verify --ledger` checks.
+    pub fn for_each_unverified(&self, mut f: impl FnMut(&str) -> bool) -> Result<(), LedgerError> {
+        let p = self.path.display().to_string();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT identity_reference FROM identities
+                 WHERE last_outcome = 'accepted' AND (kyc_status IS NULL OR kyc_status <> 'VERIFIED')
+                 ORDER BY identity_reference",
+            )
+            .map_err(sql(&p, "cannot read the unverified identities"))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(sql(&p, "cannot read the unverified identities"))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(sql(&p, "cannot read the unverified identities"))?
+        {
+            let id = row
+                .get_ref(0)
+                .and_then(|v| v.as_str().map_err(Into::into))
+                .map_err(sql(&p, "cannot read the unverified identities"))?;
+            if !f(id) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Accepted identities not `VERIFIED` (never checked included).
+    pub fn unverified(&self) -> Result<u64, LedgerError> {
+        let p = self.path.display().to_string();
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM identities
+                 WHERE last_outcome = 'accepted' AND (kyc_status IS NULL OR kyc_status <> 'VERIFIED')",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql(&p, "cannot count the unverified identities"))
     }
 }
 
@@ -224,6 +286,38 @@ pub(super) fn report(conn: &Connection, path: &Path) -> Result<LedgerReport, Led
             )
             .optional()
             .map_err(sql(p, "cannot read the identities"))?;
+        let mut kyc = std::collections::BTreeMap::new();
+        let mut oldest_unverified = None;
+        if schema_version >= 2 {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT coalesce(kyc_status, 'not checked'), count(*) FROM identities
+                     WHERE last_outcome = 'accepted' GROUP BY 1 ORDER BY 2 DESC LIMIT 33",
+                )
+                .map_err(sql(p, "cannot read the verifications"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(sql(p, "cannot read the verifications"))?;
+            kyc = rows.into_iter().map(|(k, n)| (k, n as u64)).collect();
+            oldest_unverified = conn
+                .query_row(
+                    "SELECT identity_reference, accepted_at, kyc_status, kyc_checked_at FROM identities
+                     WHERE last_outcome = 'accepted' AND (kyc_status IS NULL OR kyc_status <> 'VERIFIED')
+                     ORDER BY accepted_at, identity_reference LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(OldestUnverified {
+                            identity_reference: r.get(0)?,
+                            accepted_at: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            kyc_status: r.get(2)?,
+                            kyc_checked_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(sql(p, "cannot read the verifications"))?;
+        }
         let mut stmt = conn
             .prepare(
                 "SELECT id, started_at, ended_at, input, pid, total, accepted, invalid, duplicate,
@@ -272,6 +366,8 @@ pub(super) fn report(conn: &Connection, path: &Path) -> Result<LedgerReport, Led
             failed: failed as u64,
             changed_not_yet_accepted: changed as u64,
             oldest_pending_failure,
+            kyc,
+            oldest_unverified,
             last_success: last_success(conn, p)?,
             runs,
             in_use_by: in_use_by(path),

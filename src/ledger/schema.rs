@@ -8,9 +8,18 @@ use super::{sql, LedgerError};
 /// `PRAGMA application_id` of a kycshare ledger ("kycs").
 pub const APPLICATION_ID: i32 = 0x6b79_6373;
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// The schema, version 1. Times are RFC 3339 UTC text with milliseconds
+/// Version 2 (`kycshare verify`): what Banxa last said of an accepted
+/// identity's KYC (`kyc.status` as it came, or `not_found`) and when; both
+/// NULL until a verification answered, and reset to NULL when the
+/// identity is accepted again (a new share is not verified yet).
+pub const SCHEMA_V2: &str = "
+ALTER TABLE identities ADD COLUMN kyc_status TEXT;
+ALTER TABLE identities ADD COLUMN kyc_checked_at TEXT;
+";
+
+/// The schema, version 1 (then [`SCHEMA_V2`]). Times are RFC 3339 UTC text with milliseconds
 /// (`2026-11-26T02:00:00.123Z`), which sort as text and which SQLite's date
 /// functions read.
 pub const SCHEMA: &str = "
@@ -72,7 +81,12 @@ pub(super) fn migrate(conn: &Connection, path: &str) -> Result<(), LedgerError> 
         ))
         .map_err(sql(path, "cannot create the tables"))?;
     }
-    // Later versions: `if version < 2 { ALTER TABLE … ; PRAGMA user_version = 2 }`.
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
+        ))
+        .map_err(sql(path, "cannot add the verification columns"))?;
+    }
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub struct Ledger {
     set: Arc<AcceptedSet>,
     run: Option<RunId>,
     pending: Vec<Update>,
+    /// Verification answers buffered: (identityReference, status, when).
+    pending_kyc: Vec<(String, String, SystemTime)>,
     oldest_pending: Option<Instant>,
     committed_since_checkpoint: bool,
     last_checkpoint: Instant,
@@ -66,13 +68,32 @@ ON CONFLICT (identity_reference) DO UPDATE SET
     failing_since = CASE WHEN excluded.last_outcome = 'accepted'
                          THEN NULL ELSE coalesce(failing_since, excluded.updated_at) END,
     updated_at = excluded.updated_at,
-    run_id = excluded.run_id";
+    run_id = excluded.run_id,
+    kyc_status = CASE WHEN excluded.last_outcome = 'accepted' THEN NULL ELSE kyc_status END,
+    kyc_checked_at = CASE WHEN excluded.last_outcome = 'accepted' THEN NULL ELSE kyc_checked_at END";
+
+/// A verification's answer; only for an identity whose last send was
+/// accepted (a check that raced a newer send changes nothing).
+const KYC_UPDATE: &str = "
+UPDATE identities SET kyc_status = ?2, kyc_checked_at = ?3
+WHERE identity_reference = ?1 AND last_outcome = 'accepted'";
 
 impl Ledger {
     /// Opens (creating if missing, mode 0600) the ledger for a run: takes the
     /// run lock at once or fails with [`LedgerError::Locked`], migrates the
     /// schema and loads the accepted set into memory.
     pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        Ledger::open_with(path, None)
+    }
+
+    /// [`open`](Ledger::open), leaving out of the accepted set the
+    /// identities accepted at or before `reshare_before` whose last
+    /// verification found a status other than `VERIFIED` (`run
+    /// --reshare-unverified AGE`): they are sent again.
+    pub fn open_with(
+        path: &Path,
+        reshare_before: Option<SystemTime>,
+    ) -> Result<Ledger, LedgerError> {
         let p = path.display().to_string();
         if path.is_dir() {
             return Err(LedgerError::NotLedger {
@@ -106,7 +127,7 @@ impl Ledger {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql(&p, "cannot configure"))?;
         migrate(&conn, &p)?;
-        let set = Arc::new(AcceptedSet::load(&conn, &p)?);
+        let set = Arc::new(AcceptedSet::load(&conn, &p, reshare_before.map(stamp))?);
         Ok(Ledger {
             path: path.to_path_buf(),
             conn,
@@ -114,6 +135,7 @@ impl Ledger {
             set,
             run: None,
             pending: Vec::with_capacity(BATCH_ROWS),
+            pending_kyc: Vec::new(),
             oldest_pending: None,
             committed_since_checkpoint: false,
             last_checkpoint: Instant::now(),
@@ -215,9 +237,27 @@ impl Ledger {
         self.pending.len()
     }
 
+    /// Buffers what a verification found for an identity (`kyc.status`
+    /// as it came, or `not_found`), committed like [`record`](Ledger::record).
+    pub fn record_kyc(
+        &mut self,
+        identity_reference: &str,
+        status: &str,
+        at: SystemTime,
+    ) -> Result<(), LedgerError> {
+        self.pending_kyc
+            .push((identity_reference.to_string(), status.to_string(), at));
+        let now = Instant::now();
+        let oldest = *self.oldest_pending.get_or_insert(now);
+        if self.pending_kyc.len() >= BATCH_ROWS || now.duration_since(oldest) >= BATCH_AGE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     /// Commits the buffered updates now, in one transaction.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.pending_kyc.is_empty() {
             return Ok(());
         }
         let p = self.p();
@@ -238,9 +278,17 @@ impl Ledger {
                 ])
                 .map_err(sql(&p, "cannot write"))?;
             }
+            let mut kyc = tx
+                .prepare_cached(KYC_UPDATE)
+                .map_err(sql(&p, "cannot write"))?;
+            for (id, status, at) in &self.pending_kyc {
+                kyc.execute(params![id, status, stamp(*at)])
+                    .map_err(sql(&p, "cannot write"))?;
+            }
         }
         tx.commit().map_err(sql(&p, "cannot commit"))?;
         self.pending.clear();
+        self.pending_kyc.clear();
         self.oldest_pending = None;
         self.committed_since_checkpoint = true;
         Ok(())

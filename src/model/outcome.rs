@@ -79,6 +79,9 @@ pub struct Final {
     pub fingerprint: Option<[u8; 32]>,
     /// Why an `invalid` record is invalid, typed (the summary counts these).
     pub problems: Vec<super::Problem>,
+    /// A verification's answer: the identity's `kyc.status` as Banxa sent
+    /// it (`kycshare verify`; `None` for shares, and when the answer had none).
+    pub kyc_status: Option<String>,
 }
 
 /// Messages to the output stage.

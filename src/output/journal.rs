@@ -348,5 +348,6 @@ pub fn unsent(record: u64, line: u64, id: &str, outcome: Outcome, message: Strin
         raw: None,
         fingerprint: None,
         problems: Vec::new(),
+        kyc_status: None,
     }
 }

@@ -12,6 +12,7 @@ pub mod progress;
 pub mod results;
 pub mod retry;
 pub mod summary;
+pub mod verification;
 
 use std::path::Path;
 
@@ -35,6 +36,8 @@ pub enum OutputError {
     },
     #[error("{path} is not a kycshare results file ({reason}); use --results to write elsewhere")]
     NotResults { path: String, reason: String },
+    #[error("{path} is not a kycshare verification file ({reason}); give another --output, or --force to replace it")]
+    NotVerification { path: String, reason: String },
 }
 
 impl OutputError {

@@ -95,10 +95,31 @@ impl Progress {
     /// Off a terminal (no bar) and `enabled`: a progress line every
     /// `interval` until [`Progress::finish`]. `what`: "sent" or "checked".
     pub fn with_lines(
-        mut self,
+        self,
         enabled: bool,
         interval: Duration,
         counts: Arc<Counts>,
+        what: &'static str,
+    ) -> Progress {
+        self.lines_of(enabled, interval, Tally::Outcomes(counts), what)
+    }
+
+    /// [`with_lines`](Progress::with_lines) for `verify`: counts by
+    /// `kycStatus`.
+    pub fn with_status_lines(
+        self,
+        enabled: bool,
+        interval: Duration,
+        counts: Arc<super::verification::StatusCounts>,
+    ) -> Progress {
+        self.lines_of(enabled, interval, Tally::Statuses(counts), "checked")
+    }
+
+    fn lines_of(
+        mut self,
+        enabled: bool,
+        interval: Duration,
+        counts: Tally,
         what: &'static str,
     ) -> Progress {
         if !enabled || self.bar.is_some() || interval.is_zero() {
@@ -206,9 +227,15 @@ impl Progress {
     }
 }
 
+/// What a progress line counts.
+enum Tally {
+    Outcomes(Arc<Counts>),
+    Statuses(Arc<super::verification::StatusCounts>),
+}
+
 fn line_loop(
     pos: &Position,
-    counts: &Counts,
+    counts: &Tally,
     interval: Duration,
     stop: &(Mutex<bool>, Condvar),
     what: &'static str,
@@ -284,17 +311,24 @@ impl ProgressLine {
     }
 }
 
-fn log_line(line: &ProgressLine, counts: &Counts, what: &str) {
+fn log_line(line: &ProgressLine, tally: &Tally, what: &str) {
     let eta = line.eta();
     let eta_text = match eta {
         Some(d) => humantime::format_duration(d).to_string(),
         None => "unknown".into(),
     };
-    let by: Vec<String> = Outcome::ALL
-        .iter()
-        .filter(|o| counts.get(**o) > 0)
-        .map(|o| format!("{} {}", o.as_str(), thousands(counts.get(*o))))
-        .collect();
+    let by: Vec<String> = match tally {
+        Tally::Outcomes(counts) => Outcome::ALL
+            .iter()
+            .filter(|o| counts.get(**o) > 0)
+            .map(|o| format!("{} {}", o.as_str(), thousands(counts.get(*o))))
+            .collect(),
+        Tally::Statuses(s) => s
+            .snapshot()
+            .iter()
+            .map(|(k, n)| format!("{k} {}", thousands(*n)))
+            .collect(),
+    };
     let text = format!(
         "progress: {} records {what}; {}; {:.1}/s over the last {}; ETA {eta_text}",
         line.done_text(),
@@ -310,6 +344,23 @@ fn log_line(line: &ProgressLine, counts: &Counts, what: &str) {
         tracing::info!(target: "kycshare::progress", "{text}");
         return;
     }
+    let counts = match tally {
+        Tally::Outcomes(c) => c,
+        Tally::Statuses(s) => {
+            let statuses = serde_json::to_string(&s.snapshot()).unwrap_or_default();
+            tracing::info!(
+                target: "kycshare::progress",
+                done = line.done,
+                total = line.total,
+                statuses = %statuses,
+                records_per_second = (line.per_second * 100.0).round() / 100.0,
+                interval_seconds = line.over.as_secs(),
+                eta_seconds = eta.map(|d| d.as_secs()),
+                "{text}"
+            );
+            return;
+        }
+    };
     tracing::info!(
         target: "kycshare::progress",
         done = line.done,

@@ -323,6 +323,7 @@ mod tests {
             raw: None,
             fingerprint: None,
             problems: Vec::new(),
+            kyc_status: None,
         };
         r.add_final(&f(r#"{"email":["The email must be a valid email address."],"mobileNumber":["Too short."]}"#));
         r.add_final(&f(

@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod plan;
 pub mod report;
 pub mod signals;
+pub mod verify;
 
 pub use execute::execute;
 pub use plan::{MintSettings, Plan, PlanError, Settings};
