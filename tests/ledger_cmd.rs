@@ -89,6 +89,9 @@ identities by last outcome:
   total               3
   2 not accepted: the next run sends them again (1 of them accepted earlier with other details)
 oldest pending failure: c-3 failed since 2026-11-26T02:00:02.000Z (last attempt 2026-11-27T02:00:02.000Z, HTTP 500, traceId trace-c-3)
+accepted identities by verification (kycshare verify --ledger):
+  not checked           1
+oldest unverified: c-1 accepted 2026-11-26T02:00:01.000Z (not checked since)
 last successful run (exit 0) ended: never
 last runs, newest first:
   #2 2026-11-27T02:00:00.000Z -> 2026-11-27T02:00:30.000Z  exit 1  export.csv

@@ -27,7 +27,10 @@ Runs the real import end to end on the embedded emulator: starts a local Banxa
 on a loopback port with throwaway credentials and a few injected 500s, sends
 the bundled sample export (200 customers, some invalid and duplicate rows)
 through the same pipeline as `run`, with the progress bar, and prints the
-summary and where the results are. Needs no network and no set-up.";
+summary and where the results are; then asks the emulated Banxa whether it
+verified each accepted customer (the closed loop of `kycshare verify`: a few
+are REJECTED on purpose) and writes the verification file. Needs no network
+and no set-up.";
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -65,6 +68,9 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
         cfg.fail_rate = 0.05;
         cfg.latency = Duration::from_millis(20);
         cfg.seed = Some(7);
+        // The closed loop: Banxa's verification of the accepted shares
+        // fails for a few of them (as a Sumsub misconfiguration would).
+        cfg.kyc_reject_rate = 0.03;
         // Banxa's limit is per minute; the demo runs faster, and its
         // emulator allows what the demo sends.
         cfg.rate_limit_per_min = Some((args.rate.per_second() * 60.0).ceil() as u32);
@@ -128,12 +134,56 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             }),
             ..MintSettings::default()
         });
+        let credentials = settings.credentials.clone();
         let plan = Plan::resolve(settings)?;
         let summary = crate::pipeline::execute(plan, true).await;
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                server.shutdown().await;
+                return Err(e.into());
+            }
+        };
+        print_summary(&summary, args.json);
+        // The closed loop: did Banxa verify what it accepted?
+        let verification = args.dir.join(format!("{stem}.verify.csv"));
+        let checked = if summary.aborted.is_none() {
+            if !quiet {
+                eprintln!(
+                    "\nkycshare demo: asking the emulated Banxa whether it verified each accepted customer (kycshare verify {})\n",
+                    results.display()
+                );
+            }
+            let v = crate::pipeline::verify::verify(
+                crate::pipeline::verify::VerifySettings {
+                    results: Some(results.clone()),
+                    output: Some(verification.clone()),
+                    rate: Some(args.rate),
+                    timeout: Duration::from_secs(10),
+                    force: true,
+                    credentials,
+                    progress: !quiet,
+                    progress_interval: ctx.progress_interval,
+                    ..crate::pipeline::verify::VerifySettings::new()
+                },
+                true,
+            )
+            .await;
+            match v {
+                Ok(v) => {
+                    eprint!("{}", v.render());
+                    Some(v)
+                }
+                Err(e) => {
+                    eprintln!("the verification pass failed: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let stats = server.stats();
         server.shutdown().await;
-        let summary = summary?;
-        print_summary(&summary, args.json);
         if quiet {
             return Ok(summary.exit_code);
         }
@@ -149,6 +199,12 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
             },
             results.display()
         );
+        if let Some(v) = &checked {
+            eprintln!(
+                "The verification pass sent {} identity requests: {} of {} accepted customers VERIFIED by Banxa. See {}",
+                stats.identity_requests, v.verified, v.checked, verification.display()
+            );
+        }
         if !args.mint {
             eprintln!("For the just-in-time minting path (tokens minted from Sumsub right before each request): kycshare demo --mint");
         }

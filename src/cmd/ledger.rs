@@ -18,8 +18,10 @@ use crate::ledger::{LedgerReport, LedgerView};
 pub const LEDGER_ABOUT: &str = "\
 Show what a ledger (`kycshare run --ledger FILE`) holds: how many identities
 Banxa has accepted, how many were last rejected or failed (those are sent
-again by the next run), the oldest failure still pending, and the last runs
-with their counts and exit codes.
+again by the next run), the oldest failure still pending, the accepted
+identities by what `kycshare verify --ledger` last found (VERIFIED, PENDING,
+REJECTED, not_found, not checked) with the oldest one not VERIFIED, and the
+last runs with their counts and exit codes.
 
 The ledger is read, never changed, and without taking the run lock, so this
 works while a nightly run is going. A run with no end time either is still

@@ -50,9 +50,13 @@ Examples:
   kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
   kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
   kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force  (nightly)
+  kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force --reshare-unverified 24h
+                                         (nightly, sharing again what `kycshare verify --ledger` found not VERIFIED)
 
 Files: export.results.csv (one row per record, the journal), export.retry.csv
-(failed rows, input columns). See docs/running-a-migration.md.";
+(failed rows, input columns). After the run, `kycshare verify
+export.results.csv` asks Banxa whether it verified each accepted customer.
+See docs/running-a-migration.md.";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -110,6 +114,13 @@ pub struct RunArgs {
     /// `skipped`; new, changed and earlier-failed rows are sent.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
+    /// With --ledger: send again the identities accepted at least AGE ago
+    /// (e.g. 1h, 2d) whose last `kycshare verify --ledger` found a status
+    /// other than VERIFIED (REJECTED, not_found, a PENDING that never
+    /// ended); identities never verified are left alone (verify first).
+    /// With --mint each gets a fresh token; without it, the input's token.
+    #[arg(long, value_name = "AGE", requires = "ledger", value_parser = parse_age)]
+    pub reshare_unverified: Option<Duration>,
     /// Write Prometheus metrics (rows by outcome, requests by status,
     /// latency, pauses, exit code and error class, last success) to FILE at
     /// every exit, exit 2 included, atomically (node_exporter textfile).
@@ -245,6 +256,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_age(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (expected e.g. 1h, 2d, 0s)"))
+}
+
 /// The settings `run` was given.
 pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     let mut s = Settings::new(args.input.input, args.base_url);
@@ -261,6 +279,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.api_secret_file = args.api_secret_file;
     s.ca_cert = args.ca_cert;
     s.ledger = args.ledger;
+    s.reshare_unverified = args.reshare_unverified;
     s.metrics_file = args.metrics_file;
     s.metrics_listen = args.metrics_listen;
     s.progress = !ctx.quiet;

@@ -71,9 +71,15 @@ async fn run_plan(
     })?;
     // The ledger: one run at a time (a second run refuses here, exit 2).
     let mut ledger = match &plan.ledger {
-        Some(path) => Some(crate::ledger::Ledger::open(path)?),
+        Some(path) => Some(crate::ledger::Ledger::open_with(path, plan.reshare_before)?),
         None => None,
     };
+    if let (Some(at), Some(_)) = (plan.reshare_before, &ledger) {
+        tracing::info!(
+            "--reshare-unverified: identities accepted at or before {} whose last verification was not VERIFIED are sent again",
+            crate::model::rfc3339_millis(at)
+        );
+    }
     let ledger_reader = match &ledger {
         Some(l) => Some(l.reader()?),
         None => None,

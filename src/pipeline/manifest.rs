@@ -57,6 +57,9 @@ pub struct Manifest {
     #[serde(default)]
     pub metrics_listen: Option<String>,
     pub mint: Option<StoredMint>,
+    /// `--reshare-unverified AGE` in seconds (absent in manifests of older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshare_unverified_seconds: Option<u64>,
     /// The results file of the run whose retry file this run's input is.
     pub parent: Option<PathBuf>,
 }
@@ -142,6 +145,7 @@ impl Manifest {
                 mint_rate: m.mint_rate.map(|r| r.to_string()),
                 sumsub_secret_file: m.sumsub_secret_file.as_deref().map(absolute),
             }),
+            reshare_unverified_seconds: s.reshare_unverified.map(|d| d.as_secs()),
             parent: None,
         }
     }
@@ -256,6 +260,7 @@ impl Manifest {
             }),
             None => None,
         };
+        s.reshare_unverified = self.reshare_unverified_seconds.map(Duration::from_secs);
         s.parent = self.parent.clone();
         Ok(s)
     }
@@ -339,6 +344,17 @@ impl Manifest {
                 "--ledger: the run used {}, this command {}",
                 shown(&self.ledger),
                 shown(&other.ledger)
+            ));
+        }
+        if self.reshare_unverified_seconds != other.reshare_unverified_seconds {
+            let show = |a: Option<u64>| match a {
+                Some(a) => format!("--reshare-unverified {a}s"),
+                None => "no --reshare-unverified".to_string(),
+            };
+            d.push(format!(
+                "--reshare-unverified: the run used {}, this command {}",
+                show(self.reshare_unverified_seconds),
+                show(other.reshare_unverified_seconds)
             ));
         }
         d
@@ -436,6 +452,9 @@ pub fn command_line(s: &Settings, input: &Path, results: Option<&Path>) -> Vec<S
     }
     if let Some(p) = &s.ledger {
         flag(&mut w, "--ledger", p.display().to_string());
+    }
+    if let Some(a) = s.reshare_unverified {
+        flag(&mut w, "--reshare-unverified", format!("{}s", a.as_secs()));
     }
     if let Some(m) = &s.mint {
         w.push("--mint".into());

@@ -100,6 +100,9 @@ pub struct Settings {
     pub parent: Option<PathBuf>,
     /// `--max-outage`: how long nothing may succeed before the run stops.
     pub max_outage: Duration,
+    /// `--reshare-unverified AGE` (with `--ledger`): identities accepted at
+    /// least AGE ago whose last verification was not `VERIFIED` are sent again.
+    pub reshare_unverified: Option<Duration>,
     /// `kycshare resume`: the stored manifest is kept as it is (pacing
     /// overrides are for this session only).
     pub keep_manifest: bool,
@@ -134,6 +137,7 @@ impl Settings {
             parent: None,
             keep_manifest: false,
             max_outage: crate::dispatch::breaker::DEFAULT_MAX_OUTAGE,
+            reshare_unverified: None,
         }
     }
 }
@@ -172,6 +176,9 @@ pub struct Plan {
     pub progress: bool,
     pub progress_interval: Duration,
     pub ledger: Option<PathBuf>,
+    /// `--reshare-unverified`: identities accepted at or before this time
+    /// and not `VERIFIED` at their last check are not skipped.
+    pub reshare_before: Option<std::time::SystemTime>,
     pub metrics: Option<PathBuf>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub mint: Option<MintPlan>,
@@ -211,6 +218,9 @@ impl Plan {
             ..s.clone()
         };
         let base_url = check_base_url(&s.base_url)?;
+        if s.reshare_unverified.is_some() && s.ledger.is_none() {
+            return Err(usage("--reshare-unverified needs --ledger FILE: the ledger is what knows which identities were accepted and what `kycshare verify --ledger` found".into()));
+        }
         let rate = s.rate.unwrap_or_else(|| default_rate(&base_url));
         let warnings = rate_warning(rate, &base_url).into_iter().collect();
         let creds = match s.credentials {
@@ -269,6 +279,9 @@ impl Plan {
             progress: s.progress,
             progress_interval: s.progress_interval,
             ledger: s.ledger,
+            reshare_before: s
+                .reshare_unverified
+                .map(|age| std::time::SystemTime::now() - age),
             metrics: s.metrics_file,
             metrics_listen: s.metrics_listen,
             mint,

@@ -76,6 +76,36 @@ pub struct VerifySettings {
     pub progress_interval: Duration,
 }
 
+impl VerifySettings {
+    /// The defaults (`kycshare verify`'s), nothing to check yet.
+    pub fn new() -> VerifySettings {
+        VerifySettings {
+            results: None,
+            ledger: None,
+            output: None,
+            base_url: None,
+            rate: None,
+            concurrency: Concurrency::Auto,
+            max_attempts: super::plan::DEFAULT_MAX_ATTEMPTS,
+            timeout: Duration::from_secs_f64(super::plan::DEFAULT_TIMEOUT_SECS),
+            max_outage: crate::dispatch::breaker::DEFAULT_MAX_OUTAGE,
+            resume: false,
+            force: false,
+            credentials: None,
+            api_secret_file: None,
+            ca_cert: None,
+            progress: true,
+            progress_interval: crate::output::progress::DEFAULT_INTERVAL,
+        }
+    }
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        VerifySettings::new()
+    }
+}
+
 /// Where the identities to check come from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -96,6 +126,8 @@ struct VerifyPlan {
     http: HttpOptions,
     settings: VerifySettings,
     warnings: Vec<String>,
+    /// Replace an existing verification file.
+    replace: bool,
 }
 
 fn usage(s: impl Into<String>) -> RunError {
@@ -209,7 +241,11 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
             output.display()
         )));
     }
-    if output.exists() && !s.resume && !s.force {
+    // A ledger's check is a report of that night (the ledger keeps the
+    // statuses): it replaces the last one. A run's check is the journal
+    // that --resume reads: it is protected.
+    let replace = s.force || matches!(source, Source::Ledger(_));
+    if output.exists() && !s.resume && !replace {
         return Err(RunError::Output(OutputError::Exists {
             path: output.display().to_string(),
             what: "the verification of an earlier check".into(),
@@ -228,6 +264,7 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
             max_idle_per_host: 64,
         },
         warnings,
+        replace,
         settings: s,
     })
 }
@@ -338,7 +375,7 @@ async fn run_plan(
     } else {
         crate::output::check_writable(&plan.output)?;
         (
-            VerificationWriter::create(&plan.output, plan.settings.force)?,
+            VerificationWriter::create(&plan.output, plan.replace)?,
             Default::default(),
         )
     };
@@ -592,8 +629,7 @@ fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<Str
     if others > 0 {
         let share = match &plan.ledger {
             Some(l) => format!(
-                "share them again with the ledger: kycshare run EXPORT --base-url {} --ledger {} --reshare-unverified 1h (with --mint for fresh tokens)",
-                shell_word(&plan.base_url),
+                "the next `kycshare run` with `--ledger {} --reshare-unverified 24h` shares those accepted a day ago or more again (with --mint, with fresh tokens)",
                 shell_word(&l.display().to_string())
             ),
             None => "to share them again, run nightly with a ledger (docs/verification.md)".to_string(),
