@@ -391,9 +391,14 @@ async fn run_plan(
         Source::Ledger(p) => Some(LedgerView::open(p)?),
         Source::Results(_) => None,
     };
-    let total = match &view {
-        Some(v) => Some(v.unverified()?),
-        None => None,
+    // The total, for the progress bar's ETA: one quick pass over the
+    // results file (or a count in the ledger).
+    let total = match (&view, &plan.source) {
+        (Some(v), _) => Some(v.unverified()?),
+        (None, Source::Results(r)) => crate::output::results::read_prior(r, false)
+            .ok()
+            .map(|p| p.count(Outcome::Accepted)),
+        (None, Source::Ledger(_)) => None,
     };
 
     let http = http_client(&plan.http).map_err(RunError::Http)?;
