@@ -8,12 +8,10 @@
 //! run), take its report from `crate::ledger`, print it as text on stdout or
 //! as one JSON object.
 
-use std::path::PathBuf;
-
 use clap::Args;
 use std::fmt::Write;
 
-use crate::ledger::{LedgerReport, LedgerView};
+use crate::ledger::{LedgerLocation, LedgerReport, LedgerView};
 
 pub const LEDGER_ABOUT: &str = "\
 Show what a ledger (`kycshare run --ledger FILE`) holds: how many identities
@@ -36,16 +34,18 @@ Example:
 
 #[derive(Debug, Args)]
 pub struct LedgerArgs {
-    /// The ledger file (an SQLite database written by `kycshare run --ledger FILE`).
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// The ledger: a file (an SQLite database written by `kycshare run
+    /// --ledger FILE`) or postgres://USER@HOST:PORT/DB (password in the URL
+    /// or PGPASSWORD, never shown).
+    #[arg(value_name = "FILE|URL", value_parser = crate::ledger::LedgerLocation::parse)]
+    pub file: LedgerLocation,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: LedgerArgs) -> anyhow::Result<i32> {
-    let report = LedgerView::open(&args.file)?.report()?;
+    let report = LedgerView::open_at(&args.file)?.report()?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -109,11 +109,13 @@ pub struct RunArgs {
     /// certificate stops the run at once (exit 3, resumable).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
-    /// Nightly reconciliation: a SQLite ledger of what Banxa accepted. Rows
-    /// accepted before with the same email, mobile number and vendor are
-    /// `skipped`; new, changed and earlier-failed rows are sent.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
+    /// Nightly reconciliation: a ledger of what Banxa accepted, a SQLite
+    /// FILE or postgres://USER@HOST:PORT/DB (password in the URL or
+    /// PGPASSWORD, never shown). Rows accepted before with the same email,
+    /// mobile number and vendor are `skipped`; new, changed and
+    /// earlier-failed rows are sent.
+    #[arg(long, value_name = "FILE|URL", value_parser = crate::ledger::LedgerLocation::parse)]
+    pub ledger: Option<crate::ledger::LedgerLocation>,
     /// With --ledger: send again the identities accepted at least AGE ago
     /// (e.g. 1h, 2d) whose last `kycshare verify --ledger` found a status
     /// other than VERIFIED (REJECTED, not_found, a PENDING that never

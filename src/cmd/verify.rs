@@ -61,8 +61,9 @@ pub struct VerifyArgs {
     pub results: Option<PathBuf>,
     /// A nightly ledger: record each status there; without RESULTS, check
     /// its accepted identities not known to be VERIFIED.
-    #[arg(long, value_name = "FILE")]
-    pub ledger: Option<PathBuf>,
+    /// A SQLite FILE or postgres://USER@HOST:PORT/DB.
+    #[arg(long, value_name = "FILE|URL", value_parser = crate::ledger::LedgerLocation::parse)]
+    pub ledger: Option<crate::ledger::LedgerLocation>,
     /// Where to write the verification file (default: beside the run's
     /// input, export.csv -> export.verify.csv; beside the ledger with
     /// --ledger alone).

@@ -19,13 +19,20 @@ pub struct LockHolder {
     pub pid: Option<u32>,
     /// RFC 3339 UTC.
     pub started: Option<String>,
+    /// The holder's host (PostgreSQL ledgers: runs may be on any host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 impl std::fmt::Display for LockHolder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = match &self.host {
+            Some(h) => format!(" on {h}"),
+            None => String::new(),
+        };
         match (&self.pid, &self.started) {
-            (Some(p), Some(s)) => write!(f, "pid {p}, started {s}"),
-            (Some(p), None) => write!(f, "pid {p}"),
+            (Some(p), Some(s)) => write!(f, "pid {p}{on}, started {s}"),
+            (Some(p), None) => write!(f, "pid {p}{on}"),
             _ => f.write_str("holder unknown"),
         }
     }

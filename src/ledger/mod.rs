@@ -70,7 +70,10 @@
 //! input are never sent).
 
 mod accepted;
+mod handle;
+mod location;
 mod lock;
+mod pg;
 mod report;
 mod schema;
 mod store;
@@ -83,12 +86,15 @@ use serde::Serialize;
 use crate::model::Outcome;
 
 pub use accepted::LedgerReader;
+pub use handle::{Ledger, LedgerView};
+pub use location::{LedgerLocation, PgTarget};
 pub use lock::{in_use_by, lock_path, LockHolder};
+pub use pg::{PgLedger, PgView, PG_LOCK_KEY, PG_MIGRATIONS, PG_SCHEMA_VERSION};
 pub use report::{
-    LedgerReport, LedgerView, OldestUnverified, PendingFailure, RunReport, REPORT_RUNS,
+    LedgerReport, OldestUnverified, PendingFailure, RunReport, SqliteView, REPORT_RUNS,
 };
 pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
-pub use store::{Ledger, BATCH_AGE, BATCH_ROWS};
+pub use store::{SqliteLedger, BATCH_AGE, BATCH_ROWS};
 
 /// What can go wrong with a ledger. Each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +118,18 @@ pub enum LedgerError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("ledger {url}: {what}: {source}; {hint}")]
+    Postgres {
+        url: String,
+        what: &'static str,
+        hint: &'static str,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("ledger {url}: {reason}; see docs/nightly.md (\"PostgreSQL\") for the URL's forms")]
+    BadUrl { url: String, reason: String },
+    #[error("ledger {url} holds no kycshare tables: the first `kycshare run --ledger {url}` creates them")]
+    NoTables { url: String },
     #[error("ledger {path}: {what}: {reason}")]
     Io {
         path: String,

@@ -85,15 +85,15 @@ pub struct LedgerReport {
 
 /// A ledger opened read-only, without the run lock: for `kycshare ledger`,
 /// also while a run holds it.
-pub struct LedgerView {
+pub struct SqliteView {
     path: PathBuf,
     conn: Connection,
 }
 
-impl LedgerView {
+impl SqliteView {
     /// Opens an existing ledger read-only; a missing file is
     /// [`LedgerError::Missing`].
-    pub fn open(path: &Path) -> Result<LedgerView, LedgerError> {
+    pub fn open(path: &Path) -> Result<SqliteView, LedgerError> {
         let p = path.display().to_string();
         if !path.exists() {
             return Err(LedgerError::Missing { path: p });
@@ -134,7 +134,7 @@ impl LedgerView {
                 known: SCHEMA_VERSION,
             });
         }
-        Ok(LedgerView {
+        Ok(SqliteView {
             path: path.to_path_buf(),
             conn,
         })
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(rep.in_use_by.unwrap().pid, Some(std::process::id()));
         // The view sees the same.
         drop(l);
-        let mut rep2 = LedgerView::open(&p).unwrap().report().unwrap();
+        let mut rep2 = SqliteView::open(&p).unwrap().report().unwrap();
         assert_eq!(rep2.in_use_by.take(), None);
         assert_eq!(rep2.identities, 4);
         assert_eq!(rep2.runs.len(), 3);

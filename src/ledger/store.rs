@@ -23,7 +23,7 @@ pub const BATCH_ROWS: usize = 64;
 pub const BATCH_AGE: Duration = Duration::from_secs(1);
 
 /// A ledger open for a run: holds the run lock until dropped.
-pub struct Ledger {
+pub struct SqliteLedger {
     path: PathBuf,
     conn: Connection,
     _lock: File,
@@ -37,9 +37,9 @@ pub struct Ledger {
     last_checkpoint: Instant,
 }
 
-impl std::fmt::Debug for Ledger {
+impl std::fmt::Debug for SqliteLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger")
+        f.debug_struct("SqliteLedger")
             .field("path", &self.path)
             .field("run", &self.run)
             .field("pending", &self.pending.len())
@@ -78,12 +78,12 @@ const KYC_UPDATE: &str = "
 UPDATE identities SET kyc_status = ?2, kyc_checked_at = ?3
 WHERE identity_reference = ?1 AND last_outcome = 'accepted'";
 
-impl Ledger {
+impl SqliteLedger {
     /// Opens (creating if missing, mode 0600) the ledger for a run: takes the
     /// run lock at once or fails with [`LedgerError::Locked`], migrates the
     /// schema and loads the accepted set into memory.
-    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        Ledger::open_with(path, None)
+    pub fn open(path: &Path) -> Result<SqliteLedger, LedgerError> {
+        SqliteLedger::open_with(path, None)
     }
 
     /// [`open`](Ledger::open), leaving out of the accepted set the
@@ -93,7 +93,7 @@ impl Ledger {
     pub fn open_with(
         path: &Path,
         reshare_before: Option<SystemTime>,
-    ) -> Result<Ledger, LedgerError> {
+    ) -> Result<SqliteLedger, LedgerError> {
         let p = path.display().to_string();
         if path.is_dir() {
             return Err(LedgerError::NotLedger {
@@ -128,7 +128,7 @@ impl Ledger {
             .map_err(sql(&p, "cannot configure"))?;
         migrate(&conn, &p)?;
         let set = Arc::new(AcceptedSet::load(&conn, &p, reshare_before.map(stamp))?);
-        Ok(Ledger {
+        Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn,
             _lock: lock,
@@ -340,7 +340,7 @@ impl Ledger {
     }
 }
 
-impl Drop for Ledger {
+impl Drop for SqliteLedger {
     /// Commits what is buffered (a panic or an early return still keeps the
     /// outcomes that happened). A SIGKILL skips this: that batch is lost.
     fn drop(&mut self) {
@@ -365,7 +365,7 @@ mod tests {
         let a = fingerprint("a@x.io", "61410001000", "sumsub");
         let b = fingerprint("b@x.io", "61410001000", "sumsub");
         {
-            let mut l = Ledger::open(&p).unwrap();
+            let mut l = SqliteLedger::open(&p).unwrap();
             let run = l.begin_run("export.csv", t(0)).unwrap();
             l.record(upd("acc", a, Outcome::Accepted, 1)).unwrap();
             l.record(upd("fail", a, Outcome::Failed, 1)).unwrap();
@@ -379,7 +379,7 @@ mod tests {
             l.end_run(run, t(2), &RunCounts::default(), 1).unwrap();
         }
         {
-            let mut l = Ledger::open(&p).unwrap();
+            let mut l = SqliteLedger::open(&p).unwrap();
             let r = l.reader().unwrap();
             assert!(r.should_skip("acc", &a));
             assert!(!r.should_skip("acc", &b), "changed details are sent");
@@ -419,7 +419,7 @@ mod tests {
             assert_eq!(e.accepted_fingerprint, None);
         }
         {
-            let mut l = Ledger::open(&p).unwrap();
+            let mut l = SqliteLedger::open(&p).unwrap();
             let r = l.reader().unwrap();
             // Neither the new details (failed) nor the old ones (what Banxa
             // holds after a failed send is unknown) are skipped.
@@ -441,7 +441,7 @@ mod tests {
     #[test]
     fn batches_are_committed_at_500_and_on_flush() {
         let (_d, p) = fresh();
-        let mut l = Ledger::open(&p).unwrap();
+        let mut l = SqliteLedger::open(&p).unwrap();
         l.begin_run("x", t(0)).unwrap();
         let fp = fingerprint("a@x.io", "61410001000", "sumsub");
         let view = LedgerView::open(&p).unwrap();
@@ -464,11 +464,11 @@ mod tests {
         let (_d, p) = fresh();
         let fp = fingerprint("a@x.io", "61410001000", "sumsub");
         {
-            let mut l = Ledger::open(&p).unwrap();
+            let mut l = SqliteLedger::open(&p).unwrap();
             l.begin_run("x", t(0)).unwrap();
             l.record(upd("c-1", fp, Outcome::Accepted, 1)).unwrap();
         }
-        let l = Ledger::open(&p).unwrap();
+        let l = SqliteLedger::open(&p).unwrap();
         assert!(l.should_skip("c-1", &fp).unwrap());
         let mode = std::fs::metadata(&p).unwrap().permissions();
         use std::os::unix::fs::PermissionsExt;
@@ -485,7 +485,7 @@ mod tests {
         };
         let p = PathBuf::from(std::env::var("KYCSHARE_LEDGER_PATH").unwrap());
         let fp = fingerprint("a@x.io", "61410001000", "sumsub");
-        let mut l = Ledger::open(&p).unwrap();
+        let mut l = SqliteLedger::open(&p).unwrap();
         match what.as_str() {
             "hold" => {
                 println!("locked");
@@ -534,13 +534,13 @@ mod tests {
             line.clear();
             assert!(out.read_line(&mut line).unwrap() > 0, "child ended early");
         }
-        match Ledger::open(&p) {
+        match SqliteLedger::open(&p) {
             Err(LedgerError::Locked { holder, .. }) => assert_eq!(holder.pid, Some(c.id())),
             other => panic!("{other:?}"),
         }
         drop(c.stdin.take());
         assert!(c.wait().unwrap().success());
-        Ledger::open(&p).unwrap();
+        SqliteLedger::open(&p).unwrap();
     }
 
     #[test]
@@ -549,7 +549,7 @@ mod tests {
         let st = child("kill-mid-batch", &p).output().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.status.signal(), Some(libc::SIGKILL), "{st:?}");
-        let l = Ledger::open(&p).unwrap();
+        let l = SqliteLedger::open(&p).unwrap();
         let ok: String = l
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))

@@ -71,7 +71,7 @@ async fn run_plan(
     })?;
     // The ledger: one run at a time (a second run refuses here, exit 2).
     let mut ledger = match &plan.ledger {
-        Some(path) => Some(crate::ledger::Ledger::open_with(path, plan.reshare_before)?),
+        Some(at) => Some(crate::ledger::Ledger::open_at(at, plan.reshare_before)?),
         None => None,
     };
     if let (Some(at), Some(_)) = (plan.reshare_before, &ledger) {

@@ -51,7 +51,7 @@ pub struct Manifest {
     pub max_outage_seconds: Option<u64>,
     pub api_secret_file: Option<PathBuf>,
     pub ca_cert: Option<PathBuf>,
-    pub ledger: Option<PathBuf>,
+    pub ledger: Option<crate::ledger::LedgerLocation>,
     pub metrics_file: Option<PathBuf>,
     /// `--metrics-listen` (absent in manifests of older runs).
     #[serde(default)]
@@ -132,7 +132,7 @@ impl Manifest {
             max_outage_seconds: Some(s.max_outage.as_secs()),
             api_secret_file: s.api_secret_file.as_deref().map(absolute),
             ca_cert: s.ca_cert.as_deref().map(absolute),
-            ledger: s.ledger.as_deref().map(absolute),
+            ledger: s.ledger.as_ref().map(|l| l.absolute()),
             metrics_file: s.metrics_file.as_deref().map(absolute),
             metrics_listen: s.metrics_listen.map(|a| a.to_string()),
             mint: s.mint.as_ref().map(|m| StoredMint {
@@ -269,7 +269,7 @@ impl Manifest {
     /// stored run) and `other` (the one asked for) differ, in words.
     pub fn differences(&self, other: &Manifest) -> Vec<String> {
         let mut d = Vec::new();
-        let shown = |p: &Option<PathBuf>| {
+        let shown = |p: &Option<crate::ledger::LedgerLocation>| {
             p.as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "none".into())

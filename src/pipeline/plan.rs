@@ -83,7 +83,7 @@ pub struct Settings {
     pub credentials: Option<BanxaCredentials>,
     pub api_secret_file: Option<PathBuf>,
     pub ca_cert: Option<PathBuf>,
-    pub ledger: Option<PathBuf>,
+    pub ledger: Option<crate::ledger::LedgerLocation>,
     pub metrics_file: Option<PathBuf>,
     /// `--metrics-listen`: serve `/metrics` here while the run lasts.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -175,7 +175,7 @@ pub struct Plan {
     pub http: HttpOptions,
     pub progress: bool,
     pub progress_interval: Duration,
-    pub ledger: Option<PathBuf>,
+    pub ledger: Option<crate::ledger::LedgerLocation>,
     /// `--reshare-unverified`: identities accepted at or before this time
     /// and not `VERIFIED` at their last check are not skipped.
     pub reshare_before: Option<std::time::SystemTime>,

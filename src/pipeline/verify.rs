@@ -38,7 +38,7 @@ use crate::dispatch::concurrency::{Concurrency, Slots};
 use crate::dispatch::limiter::{Rate, RateLimiter};
 use crate::dispatch::{self, DispatchConfig, DispatchStats, Job, Payload};
 use crate::http::{http_client, HttpOptions};
-use crate::ledger::{Ledger, LedgerView};
+use crate::ledger::{Ledger, LedgerLocation, LedgerView};
 use crate::model::{Abort, AbortReason, OutMsg, Outcome};
 use crate::output::progress::{thousands, Progress};
 use crate::output::results::{looks_like_results, HEADER as RESULTS_HEADER};
@@ -55,7 +55,7 @@ pub struct VerifySettings {
     pub results: Option<PathBuf>,
     /// `--ledger`: record the statuses there; without `results`, check the
     /// ledger's accepted identities not known to be `VERIFIED`.
-    pub ledger: Option<PathBuf>,
+    pub ledger: Option<LedgerLocation>,
     /// `--output` (default: beside the input, export.verify.csv).
     pub output: Option<PathBuf>,
     /// `None`: the run's, from its manifest.
@@ -112,13 +112,13 @@ enum Source {
     /// The `accepted` rows of a run's results file.
     Results(PathBuf),
     /// The ledger's accepted identities whose last status is not VERIFIED.
-    Ledger(PathBuf),
+    Ledger(LedgerLocation),
 }
 
 /// `verify`'s settings resolved: defaults, the run's manifest, credentials.
 struct VerifyPlan {
     source: Source,
-    ledger: Option<PathBuf>,
+    ledger: Option<LedgerLocation>,
     output: PathBuf,
     base_url: String,
     rate: Rate,
@@ -233,7 +233,7 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
     let output = match (&s.output, &source) {
         (Some(o), _) => o.clone(),
         (None, Source::Results(r)) => default_output(r, manifest.as_ref()),
-        (None, Source::Ledger(l)) => crate::input::source::beside(l, "verify"),
+        (None, Source::Ledger(l)) => l.beside("verify"),
     };
     if s.resume && !output.exists() {
         return Err(usage(format!(
@@ -382,13 +382,13 @@ async fn run_plan(
     let from_earlier = done.len() as u64;
     // The ledger: taken for the statuses (its run lock: one writer at a time).
     let ledger = match &plan.ledger {
-        Some(p) => Some(Ledger::open(p)?),
+        Some(p) => Some(Ledger::open_at(p, None)?),
         None => None,
     };
     // With the ledger as the source, the identities are read through a
     // second, read-only connection, streaming.
     let view = match &plan.source {
-        Source::Ledger(p) => Some(LedgerView::open(p)?),
+        Source::Ledger(p) => Some(LedgerView::open_at(p)?),
         Source::Results(_) => None,
     };
     // The total, for the progress bar's ETA: one quick pass over the
