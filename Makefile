@@ -7,9 +7,11 @@ CARGO ?= cargo
 demo:
 	$(CARGO) run --release --quiet -- demo --dir target/kycshare-demo || [ $$? -eq 1 ]
 
-## test: build everything and run every test
+## test: build everything and run every test, the ledger's against both SQLite
+## and a throwaway PostgreSQL (scripts/with-postgres.sh starts it; plain
+## `cargo test` skips the PostgreSQL tests, saying so)
 test:
-	$(CARGO) test --all-targets --locked
+	scripts/with-postgres.sh $(CARGO) test --all-targets --locked
 
 ## bench: criterion per-row benchmarks and the end-to-end benchmarks (figures in docs/performance.md)
 bench:

@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::path::Path;
 
 fn write_export(path: &Path, rows: &[(String, String)]) {
@@ -31,17 +32,29 @@ fn with_outcome(res: &Path, outcome: &str) -> BTreeSet<String> {
 #[test]
 fn three_nights_send_only_new_changed_and_failed_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = dir.path().join("ledger.db");
-    let metrics = dir.path().join("kycshare.prom");
-    let input = dir.path().join("export.csv");
-    let res = dir.path().join("export.results.csv");
+    three_nights(dir.path(), dir.path().join("ledger.db").as_os_str());
+}
+
+#[test]
+fn three_nights_send_only_new_changed_and_failed_rows_postgres() {
+    let Some(url) = pg_ledger("three_nights") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    three_nights(dir.path(), url.as_ref());
+}
+
+fn three_nights(dir: &Path, ledger: &OsStr) {
+    let metrics = dir.join("kycshare.prom");
+    let input = dir.join("export.csv");
+    let res = dir.join("export.results.csv");
     let mut rows: Vec<(String, String)> = (1..=60)
         .map(|i| (format!("n-{i}"), format!("n{i}@example.com")))
         .collect();
     write_export(&input, &rows);
 
     // Night 1: the emulator fails about a quarter of the rows.
-    let rec1 = dir.path().join("rec1.jsonl");
+    let rec1 = dir.join("rec1.jsonl");
     let failed1 = {
         let emu = Emu::start(|c| {
             c.fail_rate = 0.25;
@@ -50,7 +63,7 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
         });
         let out = run(run_cmd(&input, &emu.url)
             .args(["--rate", "500/s", "--max-attempts", "1", "--ledger"])
-            .arg(&ledger));
+            .arg(ledger));
         assert_eq!(code(&out), 1, "{}", stderr(&out));
         assert_eq!(sent_ids(&rec1).len(), 60);
         with_outcome(&res, "failed")
@@ -63,12 +76,12 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
         rows.push((format!("n-{i}"), format!("n{i}@example.com")));
     }
     write_export(&input, &rows);
-    let rec2 = dir.path().join("rec2.jsonl");
+    let rec2 = dir.join("rec2.jsonl");
     {
         let emu = Emu::start(|c| c.record = Some(rec2.clone()));
         let out = run(run_cmd(&input, &emu.url)
             .args(["--rate", "500/s", "--force", "--ledger"])
-            .arg(&ledger));
+            .arg(ledger));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
     }
     let mut expected: BTreeSet<String> = failed1.clone();
@@ -86,12 +99,12 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
         .all(|r| r["attempts"] == "0"));
 
     // Night 3: nothing new: nothing sent, exit 0, metrics say so.
-    let rec3 = dir.path().join("rec3.jsonl");
+    let rec3 = dir.join("rec3.jsonl");
     {
         let emu = Emu::start(|c| c.record = Some(rec3.clone()));
         let out = run(run_cmd(&input, &emu.url)
             .args(["--rate", "500/s", "--force", "--json", "--ledger"])
-            .arg(&ledger)
+            .arg(ledger)
             .arg("--metrics-file")
             .arg(&metrics));
         assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -120,7 +133,7 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
     );
 
     // The ledger command reports the three runs.
-    let out = run(bin().arg("ledger").arg(&ledger).arg("--json"));
+    let out = run(bin().arg("ledger").arg(ledger).arg("--json"));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(j["runs"].as_array().unwrap().len(), 3, "{j}");
@@ -132,6 +145,19 @@ fn three_nights_send_only_new_changed_and_failed_rows() {
 fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
+    killed_night(&dir, ledger.as_os_str());
+}
+
+#[test]
+fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending_postgres() {
+    let Some(url) = pg_ledger("killed_night") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    killed_night(&dir, url.as_ref());
+}
+
+fn killed_night(dir: &tempfile::TempDir, ledger: &OsStr) {
     let input = export(dir.path(), "e.csv", "k", 400);
     let res = dir.path().join("e.results.csv");
     let rec1 = dir.path().join("rec1.jsonl");
@@ -139,7 +165,7 @@ fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending
         let emu = Emu::start(|c| c.record = Some(rec1.clone()));
         let mut child = run_cmd(&input, &emu.url)
             .args(["--rate", "100/s", "--concurrency", "4", "--ledger"])
-            .arg(&ledger)
+            .arg(ledger)
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -174,7 +200,7 @@ fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending
     let emu = Emu::start(|c| c.record = Some(rec2.clone()));
     let out = run(run_cmd(&input, &emu.url)
         .args(["--rate", "1000/s", "--force", "--ledger"])
-        .arg(&ledger));
+        .arg(ledger));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let resent: BTreeSet<String> = sent_ids(&rec2)
         .intersection(&accepted_by_banxa)
@@ -196,12 +222,33 @@ fn a_killed_nightly_run_leaves_a_ledger_the_next_run_completes_without_resending
 fn a_second_run_on_the_same_ledger_refuses_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
+    second_run_refused(&dir, ledger.as_os_str());
+}
+
+#[test]
+fn a_second_run_on_the_same_ledger_refuses_at_once_postgres() {
+    let Some(url) = pg_ledger("second_run") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = second_run_refused(&dir, url.as_ref());
+    // The holder is named: its pid and host, from the ledger.
+    assert!(
+        err.contains("in use by another kycshare run (pid ") && err.contains(" on "),
+        "{err}"
+    );
+    assert!(err.contains(&pg_shown(&url)), "{err}");
+    assert!(!err.contains(&pg_password(&url)), "{err}");
+}
+
+/// Returns the second run's stderr.
+fn second_run_refused(dir: &tempfile::TempDir, ledger: &OsStr) -> String {
     let input = export(dir.path(), "e.csv", "q", 300);
     let other = export(dir.path(), "f.csv", "q", 3);
     let emu = Emu::start(|_| {});
     let mut first = run_cmd(&input, &emu.url)
         .args(["--rate", "50/s", "--ledger"])
-        .arg(&ledger)
+        .arg(ledger)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -214,7 +261,7 @@ fn a_second_run_on_the_same_ledger_refuses_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let started = std::time::Instant::now();
-    let out = run(run_cmd(&other, &emu.url).arg("--ledger").arg(&ledger));
+    let out = run(run_cmd(&other, &emu.url).arg("--ledger").arg(ledger));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(
         stderr(&out).contains("in use by another kycshare run"),
@@ -229,6 +276,12 @@ fn a_second_run_on_the_same_ledger_refuses_at_once() {
         !dir.path().join("f.results.csv").exists(),
         "nothing written"
     );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("(pid {}", first.id())),
+        "names the holder: {err}"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
+    err
 }

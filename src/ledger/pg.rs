@@ -421,6 +421,12 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// The run holding the lock, if any (read, never taken).
 fn holder(c: &mut Client) -> Option<LockHolder> {
     let row = c
@@ -487,10 +493,24 @@ impl PgLedger {
             .map_err(pg_err(t, "cannot take the run lock"))?
             .get(0);
         if !got {
-            return Err(LedgerError::Locked {
-                path: t.shown().to_string(),
-                holder: holder(&mut c).unwrap_or_default(),
-            });
+            let h = holder(&mut c).unwrap_or_default();
+            // A holder on this host that is no longer alive: its session
+            // is going (the server has yet to read the closed socket).
+            // Wait for it a moment rather than turn the run away.
+            let dead_here =
+                h.host.as_deref() == Some(host_name().as_str()) && h.pid.is_some_and(|p| !alive(p));
+            let got = dead_here
+                && c.batch_execute(&format!(
+                    "SET lock_timeout = '5s'; SELECT pg_advisory_lock({}, {}); RESET lock_timeout",
+                    PG_LOCK_KEY.0, PG_LOCK_KEY.1
+                ))
+                .is_ok();
+            if !got {
+                return Err(LedgerError::Locked {
+                    path: t.shown().to_string(),
+                    holder: h,
+                });
+            }
         }
         migrate(&mut c, t)?;
         let host = host_name();

@@ -399,3 +399,39 @@ pub fn collect(rx: &std::sync::mpsc::Receiver<String>) -> String {
     }
     s
 }
+
+/// A fresh PostgreSQL database for one test, as a ledger URL (with the
+/// password), on the server `scripts/with-postgres.sh` started
+/// (`KYCSHARE_TEST_PG_URL`); `None`, saying so, when there is none (plain
+/// `cargo test`; `make test` runs them).
+pub fn pg_ledger(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("KYCSHARE_TEST_PG_URL") else {
+        // Straight to stderr (not eprintln!, which the harness captures):
+        // a skip is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: no PostgreSQL (KYCSHARE_TEST_PG_URL unset): run it through scripts/with-postgres.sh, as `make test` does"
+        );
+        return None;
+    };
+    let db = format!("kt_{}_{}", test, std::process::id()).to_lowercase();
+    let mut c = postgres::Client::connect(&base, postgres::NoTls).expect("the test server");
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+        .unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let cut = base.rfind('/').unwrap();
+    Some(format!("{}/{db}", &base[..cut]))
+}
+
+/// The password in a test ledger URL.
+pub fn pg_password(url: &str) -> String {
+    let rest = url.split_once("://").unwrap().1;
+    let userinfo = rest.split_once('@').unwrap().0;
+    userinfo.split_once(':').unwrap().1.to_string()
+}
+
+/// The URL without its password, as kycshare shows it.
+pub fn pg_shown(url: &str) -> String {
+    url.replace(&format!(":{}@", pg_password(url)), "@")
+}
