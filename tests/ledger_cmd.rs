@@ -7,7 +7,7 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use kycshare::ledger::{Ledger, RunCounts, Update};
+use kycshare::ledger::{Ledger, LedgerLocation, RunCounts, Update};
 use kycshare::model::fingerprint;
 use kycshare::model::Outcome;
 
@@ -38,7 +38,10 @@ fn upd(id: &str, email: &str, outcome: Outcome, at: u64) -> Update {
 
 /// Two nights: the first ends with exit 1, the second with 0.
 fn two_nights(path: &Path) -> Ledger {
-    let mut l = Ledger::open(path).unwrap();
+    two_nights_in(Ledger::open(path).unwrap())
+}
+
+fn two_nights_in(mut l: Ledger) -> Ledger {
     let r1 = l.begin_run("export.csv", t(0)).unwrap();
     l.record(upd("c-1", "a@x.io", Outcome::Accepted, 1))
         .unwrap();
@@ -79,7 +82,65 @@ fn text_report() {
     drop(two_nights(&path));
     let out = run(bin().arg("ledger").arg(&path));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let want = format!(
+    assert_eq!(stdout(&out), want_text(&path.display().to_string()));
+    // No emails in the report, ever.
+    assert!(!stdout(&out).contains("x.io"));
+}
+
+#[test]
+fn text_and_json_report_postgres() {
+    let Some(url) = pg_ledger("text_report") else {
+        return;
+    };
+    let at = LedgerLocation::parse(&url).unwrap();
+    let l = two_nights_in(Ledger::open_at(&at, None).unwrap());
+    // While a run holds it: read all the same, the holder named.
+    let out = run(bin().args(["ledger", &url, "--json"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(j["inUseBy"]["pid"], std::process::id());
+    assert!(j["inUseBy"]["host"].is_string(), "{j}");
+    assert_eq!(j["path"], pg_shown(&url));
+    drop(l);
+    // The same text as the SQLite ledger's, and the same JSON shape.
+    let out = run(bin().args(["ledger", &url]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(stdout(&out), want_text(&pg_shown(&url)));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    drop(two_nights(&path));
+    let keys = |args: &[&str]| -> Vec<String> {
+        let out = run(bin().args(args));
+        let j: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        let mut k: Vec<String> = j.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        assert_eq!(j["inUseBy"], serde_json::Value::Null);
+        assert_eq!(j["identities"], 3);
+        assert_eq!(j["runs"].as_array().unwrap().len(), 2);
+        k
+    };
+    assert_eq!(
+        keys(&["ledger", &url, "--json"]),
+        keys(&["ledger", path.to_str().unwrap(), "--json"])
+    );
+    // Wrong password: exit 2, said without the password.
+    let bad = url.replace(&pg_password(&url), "not-the-password");
+    let out = run(bin().args(["ledger", &bad]));
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("password authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("not-the-password"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn want_text(path: &str) -> String {
+    format!(
         "\
 ledger {}
 identities by last outcome:
@@ -99,11 +160,8 @@ last runs, newest first:
   #1 2026-11-26T02:00:00.000Z -> 2026-11-26T02:01:00.000Z  exit 1  export.csv
       total 4  accepted 2  skipped 0  rejected 0  failed 1  invalid 1  duplicate 0  requests 7
 ",
-        path.display()
-    );
-    assert_eq!(stdout(&out), want);
-    // No emails in the report, ever.
-    assert!(!stdout(&out).contains("x.io"));
+        path
+    )
 }
 
 #[test]

@@ -353,6 +353,23 @@ fn a_401_stops_the_check_with_exit_3_and_resume_completes_it() {
 fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
+    let file = dir.path().join("ledger.db.verify.csv");
+    ledger_checks(&dir, ledger.to_str().unwrap(), &[], &file);
+}
+
+#[test]
+fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them_postgres() {
+    let Some(url) = pg_ledger("verify_ledger") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg.verify.csv");
+    ledger_checks(&dir, &url, &["--output", file.to_str().unwrap()], &file);
+}
+
+/// `extra`: flags for each `verify` (the file it writes is `file`).
+fn ledger_checks(dir: &tempfile::TempDir, l: &str, extra: &[&str], file: &Path) {
+    let ledger = l;
     let input = export(dir.path(), "e.csv", "L", 40);
     let res = dir.path().join("e.results.csv");
     let rec = dir.path().join("rec.jsonl");
@@ -363,23 +380,15 @@ fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them() 
     });
     let out = run(run_cmd(&input, &emu.url)
         .args(["--rate", "500/s", "--ledger"])
-        .arg(&ledger));
+        .arg(ledger));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let l = ledger.to_str().unwrap();
-    let out = run(&mut verify_cmd(&[
-        "--ledger",
-        l,
-        "--base-url",
-        &emu.url,
-        "--json",
-    ]));
+    let out = run(verify_cmd(&["--ledger", l, "--base-url", &emu.url, "--json"]).args(extra));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let j = json_of(&out);
     let rejected = j["statuses"]["REJECTED"].as_u64().unwrap();
     assert!((4..=20).contains(&rejected), "{rejected}");
     assert_eq!(j["checked"], 40);
-    let file = dir.path().join("ledger.db.verify.csv");
-    let first = checks(&file);
+    let first = checks(file);
     let unverified: BTreeSet<String> = first
         .values()
         .filter(|v| v.1 != "VERIFIED")
@@ -397,7 +406,7 @@ fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them() 
 
     // A second check asks only the not-VERIFIED (and replaces the file).
     let (gets_before, _) = recorded(&rec);
-    let out = run(&mut verify_cmd(&["--ledger", l, "--base-url", &emu.url]));
+    let out = run(verify_cmd(&["--ledger", l, "--base-url", &emu.url]).args(extra));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let (gets_after, _) = recorded(&rec);
     let asked: BTreeSet<String> = gets_after[gets_before.len()..].iter().cloned().collect();
@@ -409,7 +418,7 @@ fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them() 
     let res2 = dir.path().join("e2.results.csv");
     let out = run(run_cmd(&input2, &emu.url)
         .args(["--rate", "500/s", "--ledger"])
-        .arg(&ledger));
+        .arg(ledger));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(accepted_ids(&res2).len(), 10);
 
@@ -426,7 +435,7 @@ fn the_ledger_records_statuses_rechecks_only_the_unverified_and_reshares_them() 
             "--json",
             "--ledger",
         ])
-        .arg(&ledger));
+        .arg(ledger));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let (_, shares_after) = recorded(&rec);
     let sent: BTreeSet<String> = shares_after[shares_before.len()..]
