@@ -17,12 +17,15 @@ pub enum AbortReason {
     Unreachable(String),
     /// Nothing succeeded for `--max-outage`.
     Outage(String),
+    /// The ledger could not record an outcome (its server went away, its
+    /// disk is full): no more rows are sent.
+    Ledger(String),
 }
 
 impl AbortReason {
     /// A short, stable name of the kind of stop, for the metrics'
     /// `error` label: `unauthorized`, `signal`, `storage`, `input`,
-    /// `untrusted`, `unreachable`, `outage`.
+    /// `untrusted`, `unreachable`, `outage`, `ledger`.
     pub fn class(&self) -> &'static str {
         match self {
             AbortReason::Unauthorized(_) => "unauthorized",
@@ -32,6 +35,7 @@ impl AbortReason {
             AbortReason::Untrusted(_) => "untrusted",
             AbortReason::Unreachable(_) => "unreachable",
             AbortReason::Outage(_) => "outage",
+            AbortReason::Ledger(_) => "ledger",
         }
     }
 }
@@ -49,6 +53,10 @@ impl std::fmt::Display for AbortReason {
             AbortReason::Untrusted(m) => write!(f, "{m}"),
             AbortReason::Unreachable(m) => write!(f, "{m}"),
             AbortReason::Outage(m) => write!(f, "{m}"),
+            AbortReason::Ledger(m) => write!(
+                f,
+                "cannot write the ledger: {m}; stopped sending (rows it cannot record are not sent)"
+            ),
         }
     }
 }

@@ -40,6 +40,9 @@ pub struct Journal {
     pub abort: Abort,
     /// With `--ledger`: every sent outcome is recorded (batched).
     pub ledger: Option<crate::ledger::Ledger>,
+    /// The ledger failed a write: the run is stopping (no more rows are
+    /// sent), the results file goes on recording what comes back.
+    pub ledger_broken: bool,
 }
 
 /// The most rows written at once.
@@ -162,21 +165,24 @@ impl Journal {
         // journaled but unknown to the ledger. Under load the
         // update joins a batch (at most 64).
         let mut res = Ok(());
-        if f.attempts > 0 {
+        if f.attempts > 0 && !self.ledger_broken {
             if let (Some(l), Some(fp)) = (&mut self.ledger, f.fingerprint) {
-                res = l
-                    .record(crate::ledger::Update {
-                        identity_reference: f.identity_reference.clone(),
-                        fingerprint: fp,
-                        outcome: f.outcome,
-                        http_status: f.http_status,
-                        trace_id: f.trace_id.clone(),
-                        attempts: f.attempts,
-                        at: f.completed_at,
-                    })
-                    .map_err(ledger_error);
-                if res.is_ok() && more_waiting == 0 {
-                    res = l.flush().map_err(ledger_error);
+                let mut lr = l.record(crate::ledger::Update {
+                    identity_reference: f.identity_reference.clone(),
+                    fingerprint: fp,
+                    outcome: f.outcome,
+                    http_status: f.http_status,
+                    trace_id: f.trace_id.clone(),
+                    attempts: f.attempts,
+                    at: f.completed_at,
+                });
+                if lr.is_ok() && more_waiting == 0 {
+                    lr = l.flush();
+                }
+                // The results row is written all the same: the results
+                // file is what `resume` reads, and it still works.
+                if let Err(e) = lr {
+                    self.ledger_failed(e);
                 }
             }
         }
@@ -291,13 +297,32 @@ impl Journal {
         }
     }
 
-    /// Commits the ledger's pending batch: now, or only if it is due.
+    /// Commits the ledger's pending batch: now, or only if it is due. A
+    /// failure stops the run ([`Journal::ledger_failed`]) but not the
+    /// results file.
     fn flush_ledger(&mut self, only_if_due: bool) -> Result<(), OutputError> {
-        match &mut self.ledger {
-            Some(l) if only_if_due => l.flush_if_due().map_err(ledger_error),
-            Some(l) => l.flush().map_err(ledger_error),
-            None => Ok(()),
+        if self.ledger_broken {
+            return Ok(());
         }
+        let r = match &mut self.ledger {
+            Some(l) if only_if_due => l.flush_if_due(),
+            Some(l) => l.flush(),
+            None => Ok(()),
+        };
+        if let Err(e) = r {
+            self.ledger_failed(e);
+        }
+        Ok(())
+    }
+
+    /// The ledger cannot record: stop sending (a row sent now could not be
+    /// recorded), keep journaling what comes back. The batch that failed
+    /// is not in the ledger: the next run sends those rows again.
+    fn ledger_failed(&mut self, e: crate::ledger::LedgerError) {
+        self.ledger_broken = true;
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "ledger write failed: no more rows are sent");
+        self.abort.trigger(AbortReason::Ledger(msg));
     }
 
     fn fail(&self, report: &mut JournalReport, e: OutputError) {
@@ -305,14 +330,6 @@ impl Journal {
         tracing::error!(error = %msg, "results journal write failed");
         self.abort.trigger(AbortReason::Storage(msg.clone()));
         report.error = Some(msg);
-    }
-}
-
-fn ledger_error(e: crate::ledger::LedgerError) -> OutputError {
-    OutputError::Io {
-        path: "the ledger".into(),
-        reason: e.to_string(),
-        kind: std::io::ErrorKind::Other,
     }
 }
 

@@ -257,6 +257,7 @@ async fn run_plan(
         progress: progress.clone(),
         abort: abort.clone(),
         ledger,
+        ledger_broken: false,
     };
     let journal_thread = std::thread::Builder::new()
         .name("journal".into())

@@ -148,6 +148,18 @@ fn next_steps(s: &mut Summary, plan: &Plan, aborted: Option<&AbortReason>, limit
             ),
             resume,
         ),
+        Some(AbortReason::Ledger(_)) => s.step_with_command(
+            &format!(
+                "when the ledger {} can be written again (see the error above){}, continue with:",
+                plan.ledger.as_ref().map(|l| l.to_string()).unwrap_or_default(),
+                if matches!(plan.ledger, Some(crate::ledger::LedgerLocation::Postgres(_))) {
+                    " and with PGPASSWORD set (the ledger's password is never stored)"
+                } else {
+                    ""
+                }
+            ),
+            resume,
+        ),
         Some(AbortReason::Input(_)) => s.step_with_command(
             &format!(
                 "the input could not be read to the end (see above): repair it in place (the same records in the same order; the records already in {} are kept), then send the rest with:",
