@@ -11,6 +11,8 @@
 #   KYCSHARE_TEST_PG_URL=postgres://kycshare:PASSWORD@127.0.0.1:PORT/kycshare_test
 #
 # (WITH_PG_DURABLE=1: the server's own fsync settings, for benchmarks)
+# and, with TLS (openssl there), KYCSHARE_TEST_PG_CA=the test CA's PEM, for
+# the database kycshare_tls, which takes TLS connections only;
 # and stops and removes the cluster when CMD ends, whatever its exit (the
 # exit code is CMD's). Tests that need PostgreSQL read that variable and
 # skip, saying so, when it is absent.
@@ -80,6 +82,38 @@ as_pg "$PGBIN/initdb" -D "$DIR/data" -U postgres --auth-local=trust --auth-host=
     exit 2
 }
 
+# TLS, when openssl is there: a test CA and a server certificate for
+# 127.0.0.1 and localhost. The database kycshare_tls takes only TLS
+# connections (the others take both); KYCSHARE_TEST_PG_CA is the CA's PEM.
+TLS=""
+if command -v openssl >/dev/null 2>&1; then
+    (
+        cd "$DIR"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj "/CN=kycshare test CA" -keyout ca.key -out ca.pem \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.crt
+        cp server.crt server.key data/
+        chown "$PGUSER_OS" data/server.crt data/server.key
+        chmod 0600 data/server.key
+        chmod 0644 ca.pem
+    ) >"$DIR/tls.log" 2>&1 && TLS="-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
+    if [ -n "$TLS" ]; then
+        {
+            echo "local all all trust"
+            echo "hostssl kycshare_tls all 127.0.0.1/32 scram-sha-256"
+            echo "hostnossl kycshare_tls all 127.0.0.1/32 reject"
+            echo "host all all 127.0.0.1/32 scram-sha-256"
+        } >"$DIR/data/pg_hba.conf"
+    else
+        echo "with-postgres: no TLS (openssl failed: $DIR/tls.log)" >&2
+    fi
+fi
+
 # Throwaway: no fsync (tests and a bench of kycshare, not of the disk);
 # WITH_PG_DURABLE=1 keeps the server's defaults.
 FAST="-c fsync=off -c full_page_writes=off"
@@ -91,7 +125,7 @@ fi
 for _ in 1 2 3 4 5 6 7 8; do
     PORT=$((20000 + RANDOM % 40000))
     if as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 30 \
-        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=100 $FAST" \
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=100 $FAST $TLS" \
         start >/dev/null 2>&1; then
         started=1
         break
@@ -106,6 +140,10 @@ fi
 PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres -d postgres)
 as_pg "${PSQL[@]}" -c "CREATE ROLE kycshare LOGIN CREATEDB PASSWORD '$PASS'" \
     -c "CREATE DATABASE kycshare_test OWNER kycshare" >/dev/null
+if [ -n "$TLS" ]; then
+    as_pg "${PSQL[@]}" -c "CREATE DATABASE kycshare_tls OWNER kycshare" >/dev/null
+    export KYCSHARE_TEST_PG_CA="$DIR/ca.pem"
+fi
 
 export KYCSHARE_TEST_PG_URL="postgres://kycshare:$PASS@127.0.0.1:$PORT/kycshare_test"
 echo "with-postgres: PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT (KYCSHARE_TEST_PG_URL set)" >&2

@@ -210,3 +210,50 @@ fn the_server_going_away_stops_the_run_exit_3_and_resume_completes_it() {
     assert_eq!(record_lines(&rec).len(), 200, "each row sent once");
     assert_eq!(ids_with_outcome(&res, "accepted").len(), 200);
 }
+
+#[test]
+fn sslmode_is_honoured() {
+    let (Some(url), Ok(ca)) = (pg_ledger("tls_probe"), std::env::var("KYCSHARE_TEST_PG_CA")) else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED sslmode_is_honoured: no TLS test server (scripts/with-postgres.sh with openssl)"
+        );
+        return;
+    };
+    // The database that takes TLS connections only.
+    let cut = url.rfind('/').unwrap();
+    let tls = format!("{}/kycshare_tls", &url[..cut]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "e.csv", "t", 2);
+    let emu = Emu::start(|_| {});
+    let try_with = |query: &str| {
+        let out = run(run_cmd(&input, &emu.url)
+            .args(["--force", "--ledger"])
+            .arg(format!("{tls}?{query}")));
+        (code(&out), stderr(&out))
+    };
+    // Without TLS the server refuses: the runs below did use TLS.
+    let (c, err) = try_with("sslmode=disable");
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("no encryption"), "{err}");
+    for ok in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+        // The default (prefer) takes TLS when the server offers it.
+        "application_name=x".to_string(),
+    ] {
+        let (c, err) = try_with(&ok);
+        assert_eq!(c, 0, "{ok}: {err}");
+    }
+    // Checked against the built-in roots, the test CA is unknown.
+    let before = emu.stats().total;
+    let (c, err) = try_with("sslmode=verify-full");
+    assert_eq!(c, 2, "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let (c, err) = try_with("sslmode=sometimes");
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("sslmode=sometimes is not one of"), "{err}");
+    assert_eq!(emu.stats().total, before, "nothing sent");
+}
