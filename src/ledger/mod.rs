@@ -8,6 +8,13 @@
 //!
 //! # Storage
 //!
+//! Two stores behind one interface ([`Ledger`], [`LedgerView`]: enums over
+//! the two, `handle.rs`), chosen by `--ledger` ([`LedgerLocation`]): a file
+//! is SQLite (the default, below), a `postgres://` URL is PostgreSQL
+//! (`pg.rs`: the same semantics, tables in the schema `kycshare`, the lock
+//! an advisory lock on the run's session). Everything below holds for both
+//! except where `pg.rs` says otherwise.
+//!
 //! An SQLite database (bundled, no system library) in WAL mode, created with
 //! mode 0600, its schema versioned with `PRAGMA user_version` and marked as
 //! ours with `PRAGMA application_id`. One row per identityReference in
