@@ -125,10 +125,11 @@ pub enum LedgerError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("ledger {url}: {what}: {source}; {hint}")]
+    #[error("ledger {url}: {what}: {detail}; {hint}")]
     Postgres {
         url: String,
         what: &'static str,
+        detail: String,
         hint: &'static str,
         #[source]
         source: postgres::Error,

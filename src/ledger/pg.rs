@@ -144,8 +144,18 @@ fn pg_err<'a>(t: &'a PgTarget, what: &'static str) -> impl Fn(postgres::Error) -
     move |source| LedgerError::Postgres {
         url: t.shown().to_string(),
         what,
+        detail: detail(&source),
         hint: hint(&source),
         source,
+    }
+}
+
+/// The server's own words when it sent some (`FATAL: password
+/// authentication failed …`), else the client's.
+fn detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
     }
 }
 
@@ -153,15 +163,27 @@ fn pg_err<'a>(t: &'a PgTarget, what: &'static str) -> impl Fn(postgres::Error) -
 fn hint(e: &postgres::Error) -> &'static str {
     use postgres::error::SqlState;
     match e.code() {
-        Some(c) if *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        {
             "check the role and its password (in the URL, or PGPASSWORD)"
         }
-        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => "create the database first (docs/nightly.md, \"PostgreSQL\")",
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => {
+            "create the database first (docs/nightly.md, \"PostgreSQL\")"
+        }
         Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => {
             "grant the role the rights docs/nightly.md lists (\"PostgreSQL\")"
         }
+        // Operator intervention (a restart, a terminated session) or a
+        // broken connection.
+        Some(c) if c.code().starts_with("57") || c.code().starts_with("08") => {
+            "the server closed the session: check that it is up, then continue (the run resumes)"
+        }
         Some(_) => "see docs/nightly.md (\"PostgreSQL\")",
-        None if e.is_closed() => "the server closed the connection: check that it is up, then run again (the run resumes)",
+        None if e.is_closed() => {
+            "the server closed the session: check that it is up, then continue (the run resumes)"
+        }
         None => "check the host, the port, sslmode, and that the server is up",
     }
 }
