@@ -84,6 +84,9 @@ pub enum Command {
     /// What a run is doing or did: running, stopped or finished, counts, what is left, rate, ETA.
     #[command(long_about = crate::cmd::status::STATUS_ABOUT)]
     Status(crate::cmd::status::StatusArgs),
+    /// One self-contained HTML page of a run and its retry runs: charts, reasons, records not accepted.
+    #[command(long_about = crate::cmd::report::REPORT_ABOUT)]
+    Report(crate::cmd::report::ReportArgs),
     /// The whole job on the embedded emulator: no credentials, no network, no set-up.
     #[command(long_about = crate::cmd::demo::DEMO_ABOUT)]
     Demo(crate::cmd::demo::DemoArgs),

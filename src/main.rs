@@ -29,6 +29,7 @@ fn main() {
         Command::Mock(_) => None,
         Command::Check(a) => Some(("check", a.json)),
         Command::Status(a) => Some(("status", a.json)),
+        Command::Report(a) => Some(("report", a.json)),
     };
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args, ctx),
@@ -36,6 +37,7 @@ fn main() {
         Command::Resume(args) => cmd::resume::run(args, ctx),
         Command::Check(args) => cmd::check::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Demo(args) => cmd::demo::run(args, ctx),
         Command::Ledger(args) => cmd::ledger::run(args),
         Command::Mock(args) => cmd::runtime().and_then(|rt| rt.block_on(cmd::mock::run(args))),
