@@ -146,6 +146,7 @@ pub fn outcomes(f: &Figures, axis: &TimeAxis) -> Result<String, Box<dyn std::err
     draw(&mut buf, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..axis.bins as f64, 0f64..nice_max(top))?;
@@ -207,6 +208,7 @@ pub fn rate(f: &Figures, axis: &TimeAxis) -> Result<String, Box<dyn std::error::
     draw(&mut buf, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..axis.bins as f64, 0f64..y_max)?;
@@ -269,6 +271,7 @@ pub fn latency_over_time(
     draw(&mut buf, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..axis.bins as f64, 0f64..y_max)?;
@@ -307,6 +310,7 @@ pub fn latency_histogram(f: &Figures) -> Result<String, Box<dyn std::error::Erro
     draw(&mut buf, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
             .build_cartesian_2d(0f64..x_max, 0f64..nice_max(top))?;
@@ -352,6 +356,7 @@ pub fn attempts(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
     draw(&mut buf, |root| {
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
+            .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
             .build_cartesian_2d(0.5f64..max_a as f64 + 0.5, 0f64..nice_max(top))?;
@@ -394,8 +399,15 @@ fn mesh(chart: &mut Chart<'_, '_>, axis: &TimeAxis, y: &str) -> Res {
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(10)
-        .x_label_formatter(&|x| axis.label(*x))
+        .x_labels(axis.bins.min(12) + 1)
+        // Labels at bin starts only: a label between two would repeat one.
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-6 {
+                axis.label(*x)
+            } else {
+                String::new()
+            }
+        })
         .y_label_formatter(&int_label)
         .y_desc(y)
         .label_style((FONT, 14))

@@ -120,7 +120,7 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                     html! { @for o in Outcome::ALL { @if f.counts.get(o) > 0 {
                         span { i.sw style=(format!("background:{}", hex(OUTCOME_COLOURS[index(o)]))) {} (o.as_str()) }
                     } } (pause_key(f)) }))
-                (figure("chart-rate", &format!("Achieved rate against the configured rate (requests per minute, averaged {unit})"), rate.as_deref(),
+                (figure("chart-rate", &format!("Achieved rate against the configured rate (requests per minute{})", if unit == "per minute" { String::new() } else { format!(", averaged {unit}") }), rate.as_deref(),
                     html! {
                         span { i.sw style=(format!("background:{}", hex(rgb(charts::ACHIEVED)))) {} "requests sent (the attempts of the records completed in the minute)" }
                         span { i.line style=(format!("border-color:{}", hex(rgb(charts::CONFIGURED)))) {} "configured rate" }

@@ -332,7 +332,14 @@ pub fn figures(files: &[PathBuf]) -> Result<Figures, ReportError> {
             }
             let http_status: Option<u16> = rec[4].parse().ok();
             if !outcome.is_success() {
-                let key = (outcome, http_status, rec[7].to_string());
+                // `duplicate of record 17` names another record each
+                // time: one reason for them all.
+                let message = if outcome == Outcome::Duplicate {
+                    "duplicate identityReference (of an earlier record)"
+                } else {
+                    &rec[7]
+                };
+                let key = (outcome, http_status, message.to_string());
                 let names = field_names(&rec[8]);
                 let room = reasons.len() < MAX_REASONS;
                 match reasons.get_mut(&key) {
