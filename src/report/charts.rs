@@ -317,6 +317,7 @@ pub fn latency_histogram(f: &Figures) -> Result<String, Box<dyn std::error::Erro
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .max_light_lines(1)
             .x_labels(10)
             .x_label_formatter(&|v| format!("{} ms", int_label(v)))
             .y_label_formatter(&int_label)
@@ -363,6 +364,7 @@ pub fn attempts(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .max_light_lines(1)
             .x_labels(max_a as usize + 1)
             .x_label_formatter(&|v| {
                 if (v - v.round()).abs() < 1e-6 && *v >= 1.0 {
@@ -399,6 +401,7 @@ fn mesh(chart: &mut Chart<'_, '_>, axis: &TimeAxis, y: &str) -> Res {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .max_light_lines(1)
         .x_labels(axis.bins.min(12) + 1)
         // Labels at bin starts only: a label between two would repeat one.
         .x_label_formatter(&|x| {

@@ -19,7 +19,7 @@ p.meta,p.note{color:#555;font-size:13px;margin:4px 0}
 table{border-collapse:collapse;font-size:13px;background:#fff;margin:6px 0}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.msg{max-width:520px;overflow-wrap:anywhere}
+td.msg{max-width:520px;overflow-wrap:anywhere}td.t{white-space:nowrap}
 figure{margin:8px 0 16px;background:#fff;border:1px solid #ddd;padding:8px}
 figcaption{font-size:14px;margin:0 0 4px;font-weight:bold}
 figure svg{display:block;width:100%;height:auto}
@@ -88,8 +88,8 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                             td { (file.results) }
                             td.n { (thousands(file.rows)) }
                             (count_cells(&file.counts))
-                            td { (file.first_completed_at.as_deref().unwrap_or("")) }
-                            td { (file.last_completed_at.as_deref().unwrap_or("")) }
+                            td.t { (file.first_completed_at.as_deref().unwrap_or("")) }
+                            td.t { (file.last_completed_at.as_deref().unwrap_or("")) }
                             td { (file.configured.iter().map(|c| c.rate.as_str()).collect::<Vec<_>>().join(", ")) }
                             td.n { (file.exit_code.map(|c| c.to_string()).unwrap_or_default()) }
                         }
@@ -148,7 +148,7 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                         tr { th { "results file" } th { "paused at" } th { "resumed at" } th { "seconds" } th { "message" } }
                         @for p in &f.pauses {
                             tr {
-                                td { (p.results) } td { (p.start) }
+                                td { (p.results) } td.t { (p.start) }
                                 td { (p.end.as_deref().unwrap_or("(not resumed: the run stopped)")) }
                                 td.n { (p.seconds.map(|s| format!("{s:.1}")).unwrap_or_default()) }
                                 td.msg { (p.message) }
