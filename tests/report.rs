@@ -390,3 +390,49 @@ fn a_missing_or_foreign_file_is_exit_2() {
     let out = run(bin().arg("report"));
     assert_eq!(code(&out), 2, "RESULTS is required");
 }
+
+#[test]
+fn the_breakers_pauses_come_from_the_events_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "export.csv", "p", 100);
+    let emu = Emu::start(|c| {
+        c.outage_after = Some(std::time::Duration::from_secs(1));
+        c.outage_for = std::time::Duration::from_secs(3);
+    });
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "40/s", "--max-attempts", "1"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let res = dir.path().join("export.results.csv");
+    let events: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("export.results.events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let paused: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "paused").collect();
+    let resumed: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["event"] == "resumed").collect();
+    assert!(!paused.is_empty(), "the outage paused the run: {events:?}");
+    let (j, _) = report(&[res.as_os_str()]);
+    let pauses = j["pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), paused.len(), "{}", j["pauses"]);
+    for (i, p) in pauses.iter().enumerate() {
+        assert_eq!(p["start"], paused[i]["time"]);
+        assert_eq!(p["end"], resumed[i]["time"]);
+        assert_eq!(p["seconds"], resumed[i]["pausedSeconds"]);
+        assert_eq!(p["message"], paused[i]["message"]);
+    }
+    let html = std::fs::read_to_string(dir.path().join("export.results.report.html")).unwrap();
+    let table = section(&html, "table", "pauses");
+    assert!(
+        table.contains(paused[0]["time"].as_str().unwrap()),
+        "{table}"
+    );
+    // The band behind the time charts (report::charts' PAUSE colour).
+    for id in ["chart-outcomes", "chart-rate", "chart-latency"] {
+        assert!(
+            section(&html, "figure", id).contains("fill=\"#FFC107\""),
+            "{id}"
+        );
+    }
+}
