@@ -292,12 +292,15 @@ pub fn latency_over_time(
     Ok(finish(buf))
 }
 
-/// The latency distribution: rows per latency bin (40 bins from 0 to the
-/// 99.9th percentile; slower rows in the last bin).
-pub fn latency_histogram(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
+/// The latency distribution: rows per latency bin, 40 bins from 0 to the
+/// 99.9th percentile or 3 × the 99th, whichever is lower (a few slow
+/// minutes would squeeze the rest into a few bars); slower rows in the
+/// last bin. Also where the last bin starts (ms).
+pub fn latency_histogram(f: &Figures) -> Result<(String, u64), Box<dyn std::error::Error>> {
     const BINS: usize = 40;
     let h = &f.histogram;
-    let upper = h.quantile(0.999).unwrap_or(1).max(1) as f64;
+    let p99 = h.quantile(0.99).unwrap_or(1).max(1);
+    let upper = h.quantile(0.999).unwrap_or(1).clamp(1, 3 * p99) as f64;
     let width = nice_max(upper / BINS as f64).max(1.0);
     let mut counts = [0u64; BINS];
     for (lo, hi, c) in h.buckets() {
@@ -340,7 +343,7 @@ pub fn latency_histogram(f: &Figures) -> Result<String, Box<dyn std::error::Erro
         )?;
         Ok(())
     })?;
-    Ok(finish(buf))
+    Ok((finish(buf), (width * (BINS - 1) as f64) as u64))
 }
 
 /// Sent records by number of attempts.
@@ -360,7 +363,7 @@ pub fn attempts(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
             .margin_right(36)
             .x_label_area_size(32)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.5f64..max_a as f64 + 0.5, 0f64..nice_max(top))?;
+            .build_cartesian_2d(0.5f64..max_a as f64 + 0.5, 0f64..nice_max(top * 1.12))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -384,6 +387,20 @@ pub fn attempts(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
             Rectangle::new(
                 [(x - 0.35, 0.0), (x + 0.35, *c as f64)],
                 ACHIEVED.mix(0.85).filled(),
+            )
+        }))?;
+        // The count above each bar: 2,000 retried records beside 200,000
+        // are a bar too thin to see.
+        let style =
+            TextStyle::from((FONT, 13).into_font()).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Bottom,
+            ));
+        chart.draw_series(sent.iter().map(|(a, c)| {
+            Text::new(
+                crate::output::progress::thousands(*c),
+                (*a as f64, *c as f64 + top * 0.02),
+                style.clone(),
             )
         }))?;
         Ok(())

@@ -46,10 +46,11 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
         ),
         None => (None, None, None),
     };
-    let distribution = if sent {
-        Some(charts::latency_histogram(f)?)
+    let (distribution, last_bin) = if sent {
+        let (svg, from) = charts::latency_histogram(f)?;
+        (Some(svg), from)
     } else {
-        None
+        (None, 0)
     };
     let attempts = if sent {
         Some(charts::attempts(f)?)
@@ -123,7 +124,11 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                 (figure("chart-rate", &format!("Achieved rate against the configured rate (requests per minute{})", if unit == "per minute" { String::new() } else { format!(", averaged {unit}") }), rate.as_deref(),
                     html! {
                         span { i.sw style=(format!("background:{}", hex(rgb(charts::ACHIEVED)))) {} "requests sent (the attempts of the records completed in the minute)" }
-                        span { i.line style=(format!("border-color:{}", hex(rgb(charts::CONFIGURED)))) {} "configured rate" }
+                        @if f.per_minute.iter().any(|m| m.configured_per_minute.is_some()) {
+                            span { i.line style=(format!("border-color:{}", hex(rgb(charts::CONFIGURED)))) {} "configured rate" }
+                        } @else {
+                            span { "configured rate unknown (no events file beside the results)" }
+                        }
                         (pause_key(f))
                     }))
                 (figure("chart-latency", &format!("Latency percentiles {unit} (ms)"), latency.as_deref(),
@@ -135,7 +140,8 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                     }))
 
                 h2 { "Distributions" }
-                (figure("chart-latency-distribution", "Latency distribution (last attempt of each sent record; the last bar holds the slowest 0.1 %)", distribution.as_deref(), html! {}))
+                (figure("chart-latency-distribution", "Latency distribution (the last attempt of each sent record)", distribution.as_deref(),
+                    html! { @if sent { span { "The last bar holds every record from " (thousands(last_bin)) " ms up (the slowest: " (thousands(f.histogram.max())) " ms)." } } }))
                 (figure("chart-attempts", "Attempts per sent record", attempts.as_deref(),
                     html! { @if let Some(n) = f.attempts.get(&0) { span { (thousands(*n)) " records were not sent (attempts 0: invalid, duplicate, skipped)." } } }))
 
