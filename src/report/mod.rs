@@ -301,6 +301,8 @@ pub fn figures(files: &[PathBuf]) -> Result<Figures, ReportError> {
             match rdr.read_record(&mut rec) {
                 Ok(true) => {}
                 Ok(false) => break,
+                // The disk failing: say so (the same error would come back).
+                Err(e) if e.is_io_error() => return Err(read_err(e)),
                 // A last line cut short by a kill: the run sends it again.
                 Err(_) => continue,
             }
