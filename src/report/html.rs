@@ -75,7 +75,7 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
             }
             body {
                 h1 { "kycshare report" }
-                p.meta { "Generated " (f.generated_at) " from " (f.files.len()) " results file" @if several { "s" } " (the run first, then its retry runs). It holds identityReferences, no email, mobile number, token or secret." }
+                p.meta { "Generated " (f.generated_at) " from " (f.files.len()) " results file" @if several { "s (the run first, then its retry runs)" } ". It holds identityReferences, no email, mobile number, token or secret." }
 
                 h2 { "Counts" }
                 table #counts {
@@ -155,7 +155,13 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
                         @for p in &f.pauses {
                             tr {
                                 td { (p.results) } td.t { (p.start) }
-                                td { (p.end.as_deref().unwrap_or("(not resumed: the run stopped)")) }
+                                td.t {
+                                    @match (&p.end, p.run_ended) {
+                                        (Some(end), false) => (end),
+                                        (Some(end), true) => { "not resumed: the run ended at " (end) }
+                                        (None, _) => "not resumed (the run was killed, or is still paused)",
+                                    }
+                                }
                                 td.n { (p.seconds.map(|s| format!("{s:.1}")).unwrap_or_default()) }
                                 td.msg { (p.message) }
                             }

@@ -178,6 +178,9 @@ pub struct Pause {
     pub end: Option<String>,
     pub seconds: Option<f64>,
     pub message: String,
+    /// The run ended during the pause (`end` is when it ended).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub run_ended: bool,
     #[serde(skip)]
     pub start_ms: i64,
     #[serde(skip)]
@@ -452,6 +455,7 @@ pub fn figures(files: &[PathBuf]) -> Result<Figures, ReportError> {
                             end: None,
                             seconds: None,
                             message: e["message"].as_str().unwrap_or("").to_string(),
+                            run_ended: false,
                             start_ms: ms,
                             end_ms: None,
                         });
@@ -461,6 +465,7 @@ pub fn figures(files: &[PathBuf]) -> Result<Figures, ReportError> {
                     if let Some(mut p) = open.take() {
                         p.end = Some(time.clone());
                         p.end_ms = ms;
+                        p.run_ended = e["event"] == "ended";
                         p.seconds = e["pausedSeconds"]
                             .as_f64()
                             .or_else(|| ms.map(|end| (end - p.start_ms).max(0) as f64 / 1000.0));
