@@ -104,16 +104,21 @@ fn a_run_and_its_retry_run_in_one_page() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emu::start(|c| c.fail_always = vec!["f-1".into(), "f-2".into()]);
     let input = mixed_export(dir.path());
-    let out = run(run_cmd(&input, &emu.url).args(["--rate", "100/s", "--max-attempts", "2"]));
+    let out =
+        run(run_cmd(&input, &emu.url).args(["--rate", "100/s", "--max-attempts", "2", "--json"]));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let res1 = dir.path().join("export.results.csv");
     let retry = dir.path().join("export.retry.csv");
     assert!(retry.exists(), "the failed rows are queued for retry");
-    // The retry run, as the summary says (`kycshare run export.retry.csv`),
-    // against an emulator that now accepts them.
+    // The retry run, the command the summary prints, against an emulator
+    // that now accepts them.
+    let printed = next_commands(&out)
+        .into_iter()
+        .find(|c| c.starts_with("kycshare run") && c.contains("export.retry.csv"))
+        .expect("the retry command");
     let emu2 = Emu::start(|_| {});
-    let out = run(run_cmd(&retry, &emu2.url).args(["--rate", "100/s"]));
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run_printed(&printed.replace(&emu.url, &emu2.url), dir.path());
+    assert_eq!(code(&out), 0, "{printed}: {}", stderr(&out));
     let res2 = dir.path().join("export.retry.results.csv");
 
     let page = dir.path().join("migration.html");
