@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod ledger;
 pub mod mock;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod status;
