@@ -152,6 +152,10 @@ start_mock --rate-limit off
 "$EX/measure" --rows 200000 -- "$BIN" -q run "$R200" --base-url "$URL" --rate 1000000/s --concurrency 64 \
   --results bench-data/run.results.csv --retry-file bench-data/run.retry.csv --force
 
+echo; echo "== verify of that run's accepted records, unthrottled (--rate 1000000/s --concurrency 64)"
+"$EX/measure" --rows "$SENT200" -- "$BIN" -q verify bench-data/run.results.csv --rate 1000000/s --concurrency 64 \
+  --output bench-data/run.verify.csv --force || true
+
 echo; echo "== the same with --ledger (a new ledger: every row is sent and recorded)"
 rm -f bench-data/bench-ledger.db*
 "$EX/measure" --rows 200000 -- "$BIN" -q run "$R200" --base-url "$URL" --rate 1000000/s --concurrency 64 \
@@ -194,4 +198,8 @@ rm -f bench-data/nightly-ledger.db*
 
 echo; echo "== nightly: the same $ROWS-row export again, every row already in the ledger (all skipped)"
 "$EX/measure" --rows "$ROWS" -- "$BIN" -q run "$DATA" --base-url "$URL" \
+  --results bench-data/nightly.results.csv --retry-file bench-data/nightly.retry.csv --force --ledger bench-data/nightly-ledger.db
+
+echo; echo "== nightly again with --reshare-unverified 24h (the accepted set loaded with the re-share filter)"
+"$EX/measure" --rows "$ROWS" -- "$BIN" -q run "$DATA" --base-url "$URL" --reshare-unverified 24h \
   --results bench-data/nightly.results.csv --retry-file bench-data/nightly.retry.csv --force --ledger bench-data/nightly-ledger.db

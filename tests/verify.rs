@@ -259,8 +259,21 @@ fn the_rate_holds_for_the_checks() {
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "500/s"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let res = dir.path().join("e.results.csv");
-    let out = run(&mut verify_cmd(&[res.to_str().unwrap(), "--rate", "15/s"]));
+    let out = run(&mut verify_cmd(&[
+        res.to_str().unwrap(),
+        "--rate",
+        "15/s",
+        "--progress-interval",
+        "1",
+    ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Off a terminal: progress lines with the counts by status.
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("records checked; VERIFIED ") && l.contains(" of 45 ")),
+        "{err}"
+    );
     drop(emu);
     let text = std::fs::read_to_string(&rec).unwrap();
     let times: Vec<u64> = text
