@@ -28,10 +28,11 @@ export SUMSUB_APP_TOKEN=bench-app SUMSUB_SECRET_KEY=bench-sumsub-secret
 MOCK_PID=
 start_mock() { # args: extra mock flags; sets URL
   stop_mock
+  rm -f bench-data/mock.out  # the old address must not be read before the new emulator writes its own
   "$BIN" mock --listen 127.0.0.1:0 "$@" > bench-data/mock.out 2>bench-data/mock.err &
   MOCK_PID=$!
   for _ in $(seq 100); do
-    URL=$(sed -n 's/^listening on //p' bench-data/mock.out)
+    URL=$(sed -n "s/^listening on //p" bench-data/mock.out 2>/dev/null)
     [ -n "$URL" ] && return 0
     sleep 0.05
   done

@@ -54,10 +54,12 @@ export BANXA_API_KEY=shot-key BANXA_API_SECRET=shot-secret
 MOCK_PID=
 start_mock() { # flags...; sets URL
   stop_mock
+  # The old address must not be read before the new emulator truncates the file.
+  rm -f "$OUT/mock.out"
   "$BIN" mock --listen 127.0.0.1:0 --rate-limit off "$@" >"$OUT/mock.out" 2>"$OUT/mock.err" &
   MOCK_PID=$!
   for _ in $(seq 200); do
-    URL=$(sed -n 's/^listening on //p' "$OUT/mock.out")
+    URL=$(sed -n 's/^listening on //p' "$OUT/mock.out" 2>/dev/null)
     [ -n "$URL" ] && return 0
     sleep 0.05
   done

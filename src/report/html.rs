@@ -141,7 +141,7 @@ pub fn page(f: &Figures) -> Result<String, Box<dyn std::error::Error>> {
 
                 h2 { "Distributions" }
                 (figure("chart-latency-distribution", "Latency distribution (the last attempt of each sent record)", distribution.as_deref(),
-                    html! { @if sent { span { "The last bar holds every record from " (thousands(last_bin)) " ms up (the slowest: " (thousands(f.histogram.max())) " ms)." } } }))
+                    html! { @if sent && f.histogram.max() >= last_bin { span { "The last bar holds every record from " (thousands(last_bin)) " ms up (the slowest: " (thousands(f.histogram.max())) " ms)." } } }))
                 (figure("chart-attempts", "Attempts per sent record", attempts.as_deref(),
                     html! { @if let Some(n) = f.attempts.get(&0) { span { (thousands(*n)) " records were not sent (attempts 0: invalid, duplicate, skipped)." } } }))
 
