@@ -257,18 +257,7 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         .write(repair)
         .open(path)
         .map_err(|e| OutputError::io(path, e))?;
-    let len = file.metadata().map_err(|e| OutputError::io(path, e))?.len();
-    // The end of the last complete line: rows are short, so the last 64 KiB
-    // hold it unless the file is nothing but a partial line.
-    let tail_from = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(tail_from))
-        .map_err(|e| OutputError::io(path, e))?;
-    let mut tail = Vec::new();
-    io::Read::read_to_end(&mut file, &mut tail).map_err(|e| OutputError::io(path, e))?;
-    let complete = match tail.iter().rposition(|b| *b == b'\n') {
-        Some(i) => tail_from + i as u64 + 1,
-        None => tail_from,
-    };
+    let (len, complete) = super::results::complete_len(&mut file, path)?;
     let mut prior = PriorChecks {
         truncated_bytes: len - complete,
         ..PriorChecks::default()
