@@ -457,3 +457,34 @@ fn read_error(path: &str, line: u64, e: &std::io::Error) -> InputError {
         reason: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+
+    #[test]
+    fn the_duplicate_index_is_sized_for_the_whole_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("e.csv");
+        let n = 150_000u64;
+        let mut s = String::from("identityReference,email,mobileNumber,token\n");
+        for i in 1..=n {
+            s.push_str(&format!(
+                "c-{i},u{i}@example.com,6141{i:07},tok-{i}-abcdef\n"
+            ));
+        }
+        std::fs::write(&p, s).unwrap();
+        let mut input = Input::open(&Source::from_arg(&p), &InputOptions::default()).unwrap();
+        for _ in 0..SIZE_INDEX_AFTER + 10 {
+            assert!(input.next_item().unwrap().is_some());
+        }
+        // Sized for about all 150,000 identities now, not grown by doubling
+        // as they come (that would hold 2^17 = 131,072 buckets' worth).
+        assert!(
+            input.seen.capacity() >= 140_000,
+            "{}",
+            input.seen.capacity()
+        );
+        assert!(input.seen.capacity() < 1_000_000, "not oversized");
+    }
+}
