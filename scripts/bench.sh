@@ -28,10 +28,11 @@ export SUMSUB_APP_TOKEN=bench-app SUMSUB_SECRET_KEY=bench-sumsub-secret
 MOCK_PID=
 start_mock() { # args: extra mock flags; sets URL
   stop_mock
+  rm -f bench-data/mock.out  # the old address must not be read before the new emulator writes its own
   "$BIN" mock --listen 127.0.0.1:0 "$@" > bench-data/mock.out 2>bench-data/mock.err &
   MOCK_PID=$!
   for _ in $(seq 100); do
-    URL=$(sed -n 's/^listening on //p' bench-data/mock.out)
+    URL=$(sed -n "s/^listening on //p" bench-data/mock.out 2>/dev/null)
     [ -n "$URL" ] && return 0
     sleep 0.05
   done
@@ -152,6 +153,10 @@ start_mock --rate-limit off
 "$EX/measure" --rows 200000 -- "$BIN" -q run "$R200" --base-url "$URL" --rate 1000000/s --concurrency 64 \
   --results bench-data/run.results.csv --retry-file bench-data/run.retry.csv --force
 
+echo; echo "== verify of that run's accepted records, unthrottled (--rate 1000000/s --concurrency 64)"
+"$EX/measure" --rows "$SENT200" -- "$BIN" -q verify bench-data/run.results.csv --rate 1000000/s --concurrency 64 \
+  --output bench-data/run.verify.csv --force || true
+
 echo; echo "== the same with --ledger (a new ledger: every row is sent and recorded)"
 rm -f bench-data/bench-ledger.db*
 "$EX/measure" --rows 200000 -- "$BIN" -q run "$R200" --base-url "$URL" --rate 1000000/s --concurrency 64 \
@@ -194,4 +199,8 @@ rm -f bench-data/nightly-ledger.db*
 
 echo; echo "== nightly: the same $ROWS-row export again, every row already in the ledger (all skipped)"
 "$EX/measure" --rows "$ROWS" -- "$BIN" -q run "$DATA" --base-url "$URL" \
+  --results bench-data/nightly.results.csv --retry-file bench-data/nightly.retry.csv --force --ledger bench-data/nightly-ledger.db
+
+echo; echo "== nightly again with --reshare-unverified 24h (the accepted set loaded with the re-share filter)"
+"$EX/measure" --rows "$ROWS" -- "$BIN" -q run "$DATA" --base-url "$URL" --reshare-unverified 24h \
   --results bench-data/nightly.results.csv --retry-file bench-data/nightly.retry.csv --force --ledger bench-data/nightly-ledger.db

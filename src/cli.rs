@@ -85,6 +85,9 @@ pub enum Command {
     /// What a run is doing or did: running, stopped or finished, counts, what is left, rate, ETA.
     #[command(long_about = crate::cmd::status::STATUS_ABOUT)]
     Status(crate::cmd::status::StatusArgs),
+    /// One self-contained HTML page of a run and its retry runs: charts, reasons, records not accepted.
+    #[command(long_about = crate::cmd::report::REPORT_ABOUT)]
+    Report(crate::cmd::report::ReportArgs),
     /// The closed loop: ask Banxa whether each accepted identity got verified (kyc.status).
     #[command(long_about = crate::cmd::verify::VERIFY_ABOUT)]
     Verify(crate::cmd::verify::VerifyArgs),

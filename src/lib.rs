@@ -27,5 +27,6 @@ pub mod mock;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod report;
 pub mod request;
 pub mod secret;

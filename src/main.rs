@@ -29,6 +29,7 @@ fn main() {
         Command::Mock(_) => None,
         Command::Check(a) => Some(("check", a.json)),
         Command::Status(a) => Some(("status", a.json)),
+        Command::Report(a) => Some(("report", a.json)),
         Command::Verify(a) => Some(("verify", a.json)),
     };
     let result = match cli.command {
@@ -37,6 +38,7 @@ fn main() {
         Command::Resume(args) => cmd::resume::run(args, ctx),
         Command::Check(args) => cmd::check::run(args),
         Command::Status(args) => cmd::status::run(args),
+        Command::Report(args) => cmd::report::run(args),
         Command::Verify(args) => cmd::verify::run(args, ctx),
         Command::Demo(args) => cmd::demo::run(args, ctx),
         Command::Ledger(args) => cmd::ledger::run(args),

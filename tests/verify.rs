@@ -186,6 +186,63 @@ fn verify_after_a_run_writes_what_banxa_answers_one_get_per_accepted_record() {
     let out = run(&mut verify_cmd(&[res.to_str().unwrap()]));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("--resume"), "{}", stderr(&out));
+    // The run made again: the old check is not continued as if it were
+    // this run's.
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "500/s", "--force"]));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let out = run(&mut verify_cmd(&[res.to_str().unwrap(), "--resume"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("older than the run") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn resume_asks_again_what_got_no_answer_and_keeps_one_row_per_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = export(dir.path(), "e.csv", "u", 3);
+    let emu = Emu::start(|_| {});
+    let out = run(run_cmd(&input, &emu.url).args(["--rate", "500/s"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A results file (no manifest) whose third accepted row cannot be
+    // asked about: its identityReference is not one Banxa's path takes.
+    let res = dir.path().join("hand.results.csv");
+    std::fs::write(
+        &res,
+        "record,line,identityReference,outcome,httpStatus,attempts,traceId,message,errors,latencyMs,completedAt\n\
+         1,2,u-1,accepted,202,1,,,,5,2026-12-07T00:00:00.000Z\n\
+         2,3,u-2,accepted,202,1,,,,5,2026-12-07T00:00:00.000Z\n\
+         3,4,u_3,accepted,202,1,,,,5,2026-12-07T00:00:00.000Z\n",
+    )
+    .unwrap();
+    let file = dir.path().join("hand.verify.csv");
+    let args = [res.to_str().unwrap(), "--base-url", &emu.url, "--json"];
+    let out = run(&mut verify_cmd(&args));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let c = checks(&file);
+    assert_eq!(c[&3].1, "unknown");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("could not check: not a valid identityReference"),
+        "{text}"
+    );
+    let before = emu.stats().identity_requests;
+    let out = run(&mut verify_cmd(&[args.as_slice(), &["--resume"]].concat()));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let j = json_of(&out);
+    assert_eq!(j["fromEarlier"], 2, "the answered ones are kept");
+    assert_eq!(j["checked"], 3);
+    // One row per record still (checks() refuses a record twice), and the
+    // answered ones were not asked again.
+    let c = checks(&file);
+    assert_eq!(c.len(), 3);
+    assert_eq!(
+        (c[&1].1.as_str(), c[&2].1.as_str()),
+        ("VERIFIED", "VERIFIED")
+    );
+    assert_eq!(emu.stats().identity_requests, before);
 }
 
 #[test]
@@ -259,8 +316,21 @@ fn the_rate_holds_for_the_checks() {
     let out = run(run_cmd(&input, &emu.url).args(["--rate", "500/s"]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let res = dir.path().join("e.results.csv");
-    let out = run(&mut verify_cmd(&[res.to_str().unwrap(), "--rate", "15/s"]));
+    let out = run(&mut verify_cmd(&[
+        res.to_str().unwrap(),
+        "--rate",
+        "15/s",
+        "--progress-interval",
+        "1",
+    ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // Off a terminal: progress lines with the counts by status.
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.contains("records checked; VERIFIED ") && l.contains(" of 45 ")),
+        "{err}"
+    );
     drop(emu);
     let text = std::fs::read_to_string(&rec).unwrap();
     let times: Vec<u64> = text
@@ -286,7 +356,6 @@ fn a_401_stops_the_check_with_exit_3_and_resume_completes_it() {
     let input = export(dir.path(), "e.csv", "k", 30);
     let res = dir.path().join("e.results.csv");
     let file = dir.path().join("e.verify.csv");
-    let port: u16;
     {
         // 30 shares, then 12 checks, then the key is revoked.
         let emu = Emu::start(|c| c.unauth_after = Some(42));
@@ -303,7 +372,6 @@ fn a_401_stops_the_check_with_exit_3_and_resume_completes_it() {
         assert!(j["aborted"].as_str().unwrap().contains("401"), "{j}");
         let steps = j["nextSteps"].to_string();
         assert!(steps.contains("--resume"), "{steps}");
-        port = emu.url.rsplit(':').next().unwrap().parse().unwrap();
     }
     let first = checks(&file);
     assert!(
@@ -312,10 +380,10 @@ fn a_401_stops_the_check_with_exit_3_and_resume_completes_it() {
         first.len()
     );
     assert!(first.values().all(|v| v.1 == "VERIFIED"), "{first:?}");
-    // The same Banxa, its key fixed: it knows the identities again (the
-    // shares sent to it once more, into another results file).
+    // Banxa with its key fixed (here: another emulator, taught the
+    // identities by the same shares into another results file).
     let rec = dir.path().join("rec.jsonl");
-    let emu = Emu::start_on(port, |c| c.record = Some(rec.clone()));
+    let emu = Emu::start(|c| c.record = Some(rec.clone()));
     let again = dir.path().join("again.results.csv");
     let out = run(run_cmd(&input, &emu.url)
         .args(["--rate", "500/s", "--results"])
@@ -325,6 +393,8 @@ fn a_401_stops_the_check_with_exit_3_and_resume_completes_it() {
         res.to_str().unwrap(),
         "--resume",
         "--json",
+        "--base-url",
+        &emu.url,
     ]));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let j = json_of(&out);

@@ -6,6 +6,7 @@ pub mod check;
 pub mod demo;
 pub mod ledger;
 pub mod mock;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod status;
@@ -83,6 +84,45 @@ pub struct InputArgs {
     /// Replace an existing results file instead of refusing.
     #[arg(long)]
     pub force: bool,
+}
+
+/// How fast and how hard to send: the flags `run` and `verify` share
+/// (`resume` overrides the same ones).
+#[derive(Debug, Args)]
+pub struct PacingArgs {
+    /// Most requests per second or minute, never exceeded over any window.
+    /// Default 450/min (Banxa allows 500/min per IP, all endpoints
+    /// together), 100/min on Banxa's sandbox (120/min per merchant there);
+    /// `verify`: the run's. A rate above the published limit is allowed
+    /// (limits can be negotiated) but warned about.
+    #[arg(long, value_name = "N/min|N/s")]
+    pub rate: Option<crate::dispatch::limiter::Rate>,
+    /// Requests in flight at once: `auto` holds enough to keep the rate at
+    /// the latency observed, or a fixed number.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    pub concurrency: crate::dispatch::concurrency::Concurrency,
+    /// Attempts per row for retryable answers (429, 5xx, 408, timeouts,
+    /// connection errors) before the row is `failed`.
+    #[arg(long, default_value_t = crate::pipeline::plan::DEFAULT_MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = crate::pipeline::plan::DEFAULT_TIMEOUT_SECS, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: f64,
+    /// How long to wait for Banxa when nothing succeeds (an outage:
+    /// sending pauses and one probe at a time asks whether Banxa is back)
+    /// before stopping with exit 3 (resumable). E.g. 15m, 2h.
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_outage: std::time::Duration,
+}
+
+/// `--max-outage`: a duration of at least a second.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}`: {e} (expected e.g. 15m, 90s, 2h)"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("`{s}`: at least 1s"));
+    }
+    Ok(d)
 }
 
 pub fn parse_timeout(s: &str) -> Result<f64, String> {

@@ -8,11 +8,10 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
-use crate::cmd::{parse_timeout, print_summary, Ctx, InputArgs};
-use crate::dispatch::concurrency::Concurrency;
+use crate::cmd::{print_summary, Ctx, InputArgs, PacingArgs};
 use crate::dispatch::limiter::Rate;
 use crate::output::metrics::{Ending, RunMetrics};
-use crate::pipeline::plan::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECS, DEFAULT_TOKEN_TTL_SECS};
+use crate::pipeline::plan::DEFAULT_TOKEN_TTL_SECS;
 use crate::pipeline::{MintSettings, Plan, RunError, Settings};
 
 pub const RUN_ABOUT: &str = "\
@@ -50,8 +49,9 @@ Examples:
   kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
   kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
   kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force  (nightly)
-  kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force --reshare-unverified 24h
-                                         (nightly, sharing again what `kycshare verify --ledger` found not VERIFIED)
+  (nightly, sharing again what `kycshare verify --ledger ledger.db` found not VERIFIED:)
+  kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force \\
+      --reshare-unverified 24h
 
 Files: export.results.csv (one row per record, the journal), export.retry.csv
 (failed rows, input columns). After the run, `kycshare verify
@@ -66,24 +66,8 @@ pub struct RunArgs {
     /// https://api.banxa.com (production). http:// only to loopback (the emulator).
     #[arg(long, env = "KYCSHARE_BASE_URL", value_name = "URL")]
     pub base_url: String,
-    /// Most requests per second or minute, never exceeded over any window.
-    /// Default 450/min (Banxa allows 500/min per IP, all endpoints
-    /// together), 100/min on Banxa's sandbox (120/min per merchant there).
-    /// A rate above the published limit is allowed (limits can be
-    /// negotiated) but warned about.
-    #[arg(long, value_name = "N/min|N/s")]
-    pub rate: Option<Rate>,
-    /// Requests in flight at once: `auto` holds enough to keep the rate at
-    /// the latency observed, or a fixed number.
-    #[arg(long, default_value = "auto", value_name = "N|auto")]
-    pub concurrency: Concurrency,
-    /// Attempts per row for retryable answers (429, 5xx, 408, timeouts,
-    /// connection errors) before the row is `failed`.
-    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
-    /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECONDS", value_parser = parse_timeout)]
-    pub timeout: f64,
+    #[command(flatten)]
+    pub pacing: PacingArgs,
     /// Where to copy the failed rows (default: beside the input,
     /// export.csv -> export.retry.csv).
     #[arg(long, value_name = "FILE")]
@@ -91,11 +75,6 @@ pub struct RunArgs {
     /// Continue a stopped run: skip every record already in the results file.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
-    /// How long the run waits for Banxa when nothing succeeds (an outage:
-    /// sending pauses and one probe at a time asks whether Banxa is back)
-    /// before it stops with exit 3 (resumable). E.g. 15m, 2h.
-    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_outage: Duration,
     /// A canary: stop after N records have been sent (the summary says how
     /// to continue: `kycshare resume RESULTS`). Not stored: `resume` sends
     /// the rest.
@@ -249,16 +228,7 @@ fn execute_inner(s: Settings, json: bool) -> anyhow::Result<i32> {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}`: {e} (expected e.g. 15m, 90s, 2h)"))?;
-    if d < Duration::from_secs(1) {
-        return Err(format!("`{s}`: at least 1s"));
-    }
-    Ok(d)
-}
-
-fn parse_age(s: &str) -> Result<Duration, String> {
+pub fn parse_age(s: &str) -> Result<Duration, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -273,10 +243,10 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.results = args.input.results;
     s.force = args.input.force;
     s.retry_file = args.retry_file;
-    s.rate = args.rate;
-    s.concurrency = args.concurrency;
-    s.max_attempts = args.max_attempts;
-    s.timeout = Duration::from_secs_f64(args.timeout);
+    s.rate = args.pacing.rate;
+    s.concurrency = args.pacing.concurrency;
+    s.max_attempts = args.pacing.max_attempts;
+    s.timeout = Duration::from_secs_f64(args.pacing.timeout);
     s.resume = args.resume;
     s.api_secret_file = args.api_secret_file;
     s.ca_cert = args.ca_cert;
@@ -287,7 +257,7 @@ pub fn settings(args: RunArgs, ctx: Ctx) -> Settings {
     s.progress = !ctx.quiet;
     s.progress_interval = ctx.progress_interval;
     s.limit = args.limit;
-    s.max_outage = args.max_outage;
+    s.max_outage = args.pacing.max_outage;
     s.mint = args.mint.then_some(MintSettings {
         for_client_id: args.for_client_id,
         token_ttl: Some(args.token_ttl),

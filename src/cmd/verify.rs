@@ -7,11 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::cmd::run::parse_duration;
-use crate::cmd::{parse_timeout, Ctx};
-use crate::dispatch::concurrency::Concurrency;
-use crate::dispatch::limiter::Rate;
-use crate::pipeline::plan::{DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_SECS};
+use crate::cmd::{Ctx, PacingArgs};
 use crate::pipeline::verify::{verify, VerifySettings};
 use crate::pipeline::RunError;
 
@@ -72,23 +68,8 @@ pub struct VerifyArgs {
     /// Banxa's base URL (default: the run's, from its manifest).
     #[arg(long, env = "KYCSHARE_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
-    /// Most requests per second or minute (default: the run's, else 450/min;
-    /// 100/min on the sandbox). Shares and checks count alike at Banxa.
-    #[arg(long, value_name = "N/min|N/s")]
-    pub rate: Option<Rate>,
-    /// Requests in flight at once: `auto` or a number.
-    #[arg(long, default_value = "auto", value_name = "N|auto")]
-    pub concurrency: Concurrency,
-    /// Attempts per identity for retryable answers (429, 5xx, timeouts).
-    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
-    /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECONDS", value_parser = parse_timeout)]
-    pub timeout: f64,
-    /// How long to wait out an outage (nothing answering) before stopping
-    /// with exit 3.
-    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_outage: Duration,
+    #[command(flatten)]
+    pub pacing: PacingArgs,
     /// Continue a stopped check: identities already in the verification
     /// file are not asked again.
     #[arg(long, conflicts_with = "force")]
@@ -114,11 +95,11 @@ pub fn run(args: VerifyArgs, ctx: Ctx) -> anyhow::Result<i32> {
         ledger: args.ledger,
         output: args.output,
         base_url: args.base_url,
-        rate: args.rate,
-        concurrency: args.concurrency,
-        max_attempts: args.max_attempts,
-        timeout: Duration::from_secs_f64(args.timeout),
-        max_outage: args.max_outage,
+        rate: args.pacing.rate,
+        concurrency: args.pacing.concurrency,
+        max_attempts: args.pacing.max_attempts,
+        timeout: Duration::from_secs_f64(args.pacing.timeout),
+        max_outage: args.pacing.max_outage,
         resume: args.resume,
         force: args.force,
         credentials: None,

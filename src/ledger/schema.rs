@@ -111,6 +111,37 @@ mod tests {
     use crate::ledger::{Ledger, LedgerView};
 
     #[test]
+    fn a_version_1_ledger_is_read_as_it_is_and_upgraded_by_a_run() {
+        let (_d, p) = fresh();
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(&format!(
+                "{SCHEMA} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+            c.execute(
+                "INSERT INTO identities (identity_reference, fingerprint, last_outcome, trace_id, attempts,
+                    accepted_fingerprint, accepted_at, first_sent_at, updated_at)
+                 VALUES ('c-1', x'00', 'accepted', '', 1, x'00', '2026-11-26T02:00:00.000Z',
+                    '2026-11-26T02:00:00.000Z', '2026-11-26T02:00:00.000Z')",
+                [],
+            )
+            .unwrap();
+        }
+        // Read-only, a version-1 ledger reports without the status columns.
+        let r = LedgerView::open(&p).unwrap().report().unwrap();
+        assert_eq!((r.schema_version, r.accepted), (1, 1));
+        assert!(r.kyc.is_empty() && r.oldest_unverified.is_none());
+        // A run (or verify) upgrades it in place; the identity is kept, not
+        // checked yet.
+        drop(Ledger::open(&p).unwrap());
+        let r = LedgerView::open(&p).unwrap().report().unwrap();
+        assert_eq!((r.schema_version, r.accepted), (2, 1));
+        assert_eq!(r.kyc.get("not checked"), Some(&1));
+        assert_eq!(r.oldest_unverified.unwrap().identity_reference, "c-1");
+    }
+
+    #[test]
     fn not_a_ledger_and_missing() {
         let (d, p) = fresh();
         assert!(matches!(

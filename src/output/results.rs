@@ -327,34 +327,40 @@ fn id_hash(s: &str) -> u32 {
 /// Reads an existing results file. With `repair`, a last line cut short
 /// (by a kill mid-write) is cut off the file so that appending continues
 /// on a clean line.
+/// The length of `file` and where its last complete line ends (a last
+/// line cut short by a kill is what lies beyond), for the journals that a
+/// resume reads (results, verification).
+pub(crate) fn complete_len(file: &mut File, path: &Path) -> Result<(u64, u64), OutputError> {
+    let len = file.metadata().map_err(|e| OutputError::io(path, e))?.len();
+    // Backwards in blocks: rows are at most 8 KiB, so the first block
+    // nearly always holds the end of the last complete line.
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; BLOCK as usize];
+    let complete = loop {
+        if end == 0 {
+            break 0;
+        }
+        let from = end.saturating_sub(BLOCK);
+        let chunk = &mut buf[..(end - from) as usize];
+        file.seek(SeekFrom::Start(from))
+            .map_err(|e| OutputError::io(path, e))?;
+        io::Read::read_exact(file, chunk).map_err(|e| OutputError::io(path, e))?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            break from + i as u64 + 1;
+        }
+        end = from;
+    };
+    Ok((len, complete))
+}
+
 pub fn read_prior(path: &Path, repair: bool) -> Result<Prior, OutputError> {
     let mut file = OpenOptions::new()
         .read(true)
         .write(repair)
         .open(path)
         .map_err(|e| OutputError::io(path, e))?;
-    let len = file.metadata().map_err(|e| OutputError::io(path, e))?.len();
-    // Find the end of the last complete line.
-    let mut complete = len;
-    if len > 0 {
-        let mut back = 0u64;
-        let mut byte = [0u8; 1];
-        loop {
-            if back == len {
-                complete = 0;
-                break;
-            }
-            file.seek(SeekFrom::Start(len - back - 1))
-                .map_err(|e| OutputError::io(path, e))?;
-            std::io::Read::read_exact(&mut file, &mut byte)
-                .map_err(|e| OutputError::io(path, e))?;
-            if byte[0] == b'\n' {
-                complete = len - back;
-                break;
-            }
-            back += 1;
-        }
-    }
+    let (len, complete) = complete_len(&mut file, path)?;
     let mut prior = Prior {
         truncated_bytes: len - complete,
         ..Prior::default()

@@ -15,7 +15,7 @@
 //! Not for: deciding what a status means (only `VERIFIED` is documented
 //! by Banxa; everything else is written as it comes).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -86,7 +86,7 @@ impl Verification {
                 (
                     UNKNOWN.to_string(),
                     false,
-                    format!("could not check: {said}"),
+                    format!("{COULD_NOT_CHECK}{said}"),
                 )
             }
         };
@@ -118,7 +118,7 @@ impl StatusCounts {
         let mut by = self.by.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = by.get_mut(status) {
             *c += n;
-        } else if by.len() < MAX_STATUSES {
+        } else if by.len() < MAX_STATUSES || [VERIFIED, UNKNOWN, NOT_FOUND].contains(&status) {
             by.insert(status.to_string(), n);
         } else {
             *by.entry(OTHER_STATUSES.to_string()).or_default() += n;
@@ -237,16 +237,36 @@ impl VerificationWriter {
 /// What an earlier check of the same run holds (`verify --resume`).
 #[derive(Debug, Default)]
 pub struct PriorChecks {
-    /// The records already checked.
-    pub records: HashSet<u64>,
+    /// The records already checked, with a hash of their identityReference
+    /// ([`id_hash`]) to tell the file of another run.
+    pub records: HashMap<u64, u64>,
     /// Their statuses.
     pub counts: BTreeMap<String, u64>,
     /// Bytes of a last line cut short by a kill (discarded).
     pub truncated_bytes: u64,
+    /// Rows that got no answer ("could not check"), taken out of the file
+    /// so that the resumed check asks again.
+    pub unanswered: u64,
+    /// The earliest `checkedAt` in the file (RFC 3339, sorts as text).
+    pub earliest: Option<String>,
 }
 
-/// Reads a verification file; with `repair`, cuts a last line left short
-/// by a kill (its identity is checked again).
+/// The hash of an identityReference that [`PriorChecks::records`] keeps.
+pub fn id_hash(identity_reference: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(identity_reference.as_bytes())
+}
+
+/// True for a row written when no usable answer came.
+fn unanswered(kyc_status: &str, message: &str) -> bool {
+    kyc_status == UNKNOWN && message.starts_with(COULD_NOT_CHECK)
+}
+
+const COULD_NOT_CHECK: &str = "could not check: ";
+
+/// Reads a verification file. With `repair` (a resume), a last line left
+/// short by a kill is cut, and the rows that got no answer are taken out
+/// (the file is rewritten, atomically) so that they are asked again and
+/// every record keeps one row.
 pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, OutputError> {
     let bad = |line: u64, why: &str| OutputError::NotVerification {
         path: path.display().to_string(),
@@ -257,18 +277,7 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         .write(repair)
         .open(path)
         .map_err(|e| OutputError::io(path, e))?;
-    let len = file.metadata().map_err(|e| OutputError::io(path, e))?.len();
-    // The end of the last complete line: rows are short, so the last 64 KiB
-    // hold it unless the file is nothing but a partial line.
-    let tail_from = len.saturating_sub(64 * 1024);
-    file.seek(SeekFrom::Start(tail_from))
-        .map_err(|e| OutputError::io(path, e))?;
-    let mut tail = Vec::new();
-    io::Read::read_to_end(&mut file, &mut tail).map_err(|e| OutputError::io(path, e))?;
-    let complete = match tail.iter().rposition(|b| *b == b'\n') {
-        Some(i) => tail_from + i as u64 + 1,
-        None => tail_from,
-    };
+    let (len, complete) = super::results::complete_len(&mut file, path)?;
     let mut prior = PriorChecks {
         truncated_bytes: len - complete,
         ..PriorChecks::default()
@@ -302,12 +311,55 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         let record: u64 = rec[0]
             .parse()
             .map_err(|_| bad(n, "record is not a number"))?;
-        if prior.records.insert(record) {
-            counts.add(&rec[2], 1);
+        if unanswered(&rec[2], &rec[5]) {
+            prior.unanswered += 1;
+            continue;
+        }
+        if prior.records.insert(record, id_hash(&rec[1])).is_some() {
+            return Err(bad(n, &format!("record {record} appears twice")));
+        }
+        counts.add(&rec[2], 1);
+        let at = &rec[4];
+        if prior.earliest.as_deref().is_none_or(|e| at < e) {
+            prior.earliest = Some(at.to_string());
         }
     }
     prior.counts = counts.snapshot();
-    if repair && complete < len {
+    drop(csv);
+    if repair && prior.unanswered > 0 {
+        // A second pass writes the rows kept into a new file beside it,
+        // renamed over it: a kill leaves the old file or the new one.
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| OutputError::io(path, e))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
+            .map_err(|e| OutputError::io(path, e))?;
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(io::BufWriter::new(tmp.as_file()));
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(BufReader::new(io::Read::take(&mut file, complete)));
+        w.write_record(HEADER.split(','))
+            .map_err(|e| OutputError::io(path, e.into()))?;
+        while r
+            .read_record(&mut rec)
+            .map_err(|e| OutputError::io(path, e.into()))?
+        {
+            if !unanswered(&rec[2], &rec[5]) {
+                w.write_record(&rec)
+                    .map_err(|e| OutputError::io(path, e.into()))?;
+            }
+        }
+        w.flush().map_err(|e| OutputError::io(path, e))?;
+        drop(w);
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| OutputError::io(path, e))?;
+        tmp.persist(path)
+            .map_err(|e| OutputError::io(path, e.error))?;
+    } else if repair && complete < len {
         file.set_len(complete)
             .map_err(|e| OutputError::io(path, e))?;
         file.sync_data().map_err(|e| OutputError::io(path, e))?;
@@ -409,7 +461,10 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"6,c-6,VERI").unwrap();
         let prior = read_prior_checks(&p, true).unwrap();
-        assert_eq!(prior.records, HashSet::from([1, 2, 5]));
+        let mut got: Vec<u64> = prior.records.keys().copied().collect();
+        got.sort();
+        assert_eq!(got, [1, 2, 5]);
+        assert_eq!(prior.records[&2], id_hash("c-2"));
         assert_eq!(prior.counts["VERIFIED"], 2);
         assert_eq!(prior.truncated_bytes, 10);
         assert!(std::fs::read_to_string(&p).unwrap().ends_with('\n'));

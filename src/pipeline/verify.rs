@@ -43,7 +43,8 @@ use crate::model::{Abort, AbortReason, OutMsg, Outcome};
 use crate::output::progress::{thousands, Progress};
 use crate::output::results::{looks_like_results, HEADER as RESULTS_HEADER};
 use crate::output::verification::{
-    read_prior_checks, StatusCounts, Verification, VerificationWriter, VERIFIED,
+    id_hash, looks_like_verification, read_prior_checks, StatusCounts, Verification,
+    VerificationWriter, VERIFIED,
 };
 use crate::output::OutputError;
 use crate::request::{NonceSource, Signer};
@@ -128,6 +129,9 @@ struct VerifyPlan {
     warnings: Vec<String>,
     /// Replace an existing verification file.
     replace: bool,
+    /// When the run was started (its manifest): a check older than that
+    /// belongs to an earlier run of the same files.
+    run_started: Option<String>,
 }
 
 fn usage(s: impl Into<String>) -> RunError {
@@ -181,6 +185,15 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
             ))
         }
     };
+    // A file must exist (verify never creates one); a PostgreSQL ledger
+    // is checked when it is opened (no kycshare tables: created empty).
+    if let Some(l) = s.ledger.as_ref().and_then(|l| l.as_path()) {
+        if !l.exists() {
+            return Err(RunError::Ledger(crate::ledger::LedgerError::Missing {
+                path: l.display().to_string(),
+            }));
+        }
+    }
     if matches!(source, Source::Ledger(_)) && s.resume {
         return Err(usage(
             "--resume is for a results file's check; with --ledger alone, run the same command again: identities already VERIFIED are not checked again",
@@ -244,7 +257,15 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
     // A ledger's check is a report of that night (the ledger keeps the
     // statuses): it replaces the last one. A run's check is the journal
     // that --resume reads: it is protected.
-    let replace = s.force || matches!(source, Source::Ledger(_));
+    let replace = s.force
+        || (matches!(source, Source::Ledger(_))
+            && (!output.exists() || looks_like_verification(&output)));
+    if output.exists() && !s.resume && !replace && matches!(source, Source::Ledger(_)) {
+        return Err(RunError::Output(OutputError::NotVerification {
+            path: output.display().to_string(),
+            reason: "it exists and is not a verification file: it is not replaced".into(),
+        }));
+    }
     if output.exists() && !s.resume && !replace {
         return Err(RunError::Output(OutputError::Exists {
             path: output.display().to_string(),
@@ -265,6 +286,7 @@ fn resolve(s: VerifySettings) -> Result<VerifyPlan, RunError> {
         },
         warnings,
         replace,
+        run_started: manifest.as_ref().map(|m| m.started_at.clone()),
         settings: s,
     })
 }
@@ -366,6 +388,23 @@ async fn run_plan(
             tracing::warn!(
                 bytes = prior.truncated_bytes,
                 "discarded a last line cut short in the verification file; its identity is checked again"
+            );
+        }
+        if let (Some(started), Some(first)) = (&plan.run_started, &prior.earliest) {
+            if first.as_str() < started.as_str() {
+                return Err(usage(format!(
+                    "{}: its first check ({first}) is older than the run it would continue (started {started}): it belongs to an earlier run of the same files; check this run afresh with --force",
+                    plan.output.display()
+                )));
+            }
+        }
+        if let Source::Results(r) = &plan.source {
+            prior_matches(r, &prior.records, &plan.output)?;
+        }
+        if prior.unanswered > 0 {
+            tracing::info!(
+                rows = prior.unanswered,
+                "the identities the earlier check got no answer for are asked again"
             );
         }
         for (k, n) in &prior.counts {
@@ -504,7 +543,10 @@ async fn run_plan(
     let checked: u64 = statuses.values().sum();
     let verified = statuses.get(VERIFIED).copied().unwrap_or(0);
     let aborted = abort.reason().map(|r| r.to_string());
-    let pending = (from_earlier + to_check).saturating_sub(checked);
+    let pending = match total {
+        Some(t) if aborted.is_some() => t.saturating_sub(checked),
+        _ => (from_earlier + to_check).saturating_sub(checked),
+    };
     let exit_code = if aborted.is_some() {
         3
     } else if verified == checked {
@@ -583,12 +625,23 @@ fn resume_command(plan: &VerifyPlan) -> Option<String> {
     }
 }
 
+/// How [`resume_command`] continues, in words.
+fn resume_words(plan: &VerifyPlan) -> &'static str {
+    match plan.source {
+        Source::Results(_) => "identities already answered are not asked again",
+        Source::Ledger(_) => {
+            "it asks again every accepted identity the ledger does not know as VERIFIED"
+        }
+    }
+}
+
 fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<String>) {
     let steps = &mut summary.next_steps;
     if summary.aborted.is_some() {
         if let Some(r) = resume {
             steps.push(format!(
-                "fix the cause above, then continue the check (identities already checked are not asked again): {r}"
+                "fix the cause above, then continue the check ({}): {r}",
+                resume_words(plan)
             ));
         }
         return;
@@ -652,7 +705,7 @@ fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<Str
 fn feed(
     source: &Source,
     view: Option<LedgerView>,
-    done: &std::collections::HashSet<u64>,
+    done: &std::collections::HashMap<u64, u64>,
     jobs: &mpsc::Sender<Vec<Job>>,
     out: &mpsc::Sender<OutMsg>,
     abort: &Abort,
@@ -694,18 +747,13 @@ fn feed(
     };
     match source {
         Source::Results(path) => {
-            let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let mut rdr = csv::ReaderBuilder::new()
-                .has_headers(true)
-                .flexible(true)
-                .from_reader(std::io::BufReader::with_capacity(256 * 1024, file));
+            let mut rdr = complete_rows(path)?;
             let mut rec = csv::StringRecord::new();
             loop {
                 match rdr.read_record(&mut rec) {
                     Ok(true) => {}
                     Ok(false) => break,
-                    // A last line cut short by a kill of the run: not a row.
-                    Err(_) => break,
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
                 }
                 if rec.len() != 11 || &rec[3] != Outcome::Accepted.as_str() {
                     continue;
@@ -713,7 +761,7 @@ fn feed(
                 let Ok(record) = rec[0].parse::<u64>() else {
                     continue;
                 };
-                if done.contains(&record) {
+                if done.contains_key(&record) {
                     continue;
                 }
                 if !push(record, &rec[2], &mut batch) {
@@ -738,6 +786,66 @@ fn feed(
     }
     send(&mut batch);
     Ok(n)
+}
+
+/// The complete lines of a results file (a last line cut short by a kill
+/// of its run is not a row), as CSV records after the header.
+fn complete_rows(path: &Path) -> Result<csv::Reader<impl std::io::Read>, String> {
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (_, complete) =
+        crate::output::results::complete_len(&mut file, path).map_err(|e| e.to_string())?;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(std::io::BufReader::with_capacity(
+            256 * 1024,
+            std::io::Read::take(file, complete),
+        )))
+}
+
+/// Refuses to continue a check whose rows name other identities than the
+/// run's accepted records (the file of another run, or of this input
+/// before the run was made again).
+fn prior_matches(
+    results: &Path,
+    done: &std::collections::HashMap<u64, u64>,
+    output: &Path,
+) -> Result<(), RunError> {
+    let mut rdr = complete_rows(results).map_err(usage)?;
+    let mut rec = csv::StringRecord::new();
+    let mut matched = 0usize;
+    while rdr
+        .read_record(&mut rec)
+        .map_err(|e| usage(format!("{}: {e}", results.display())))?
+    {
+        if rec.len() != 11 {
+            continue;
+        }
+        let Ok(record) = rec[0].parse::<u64>() else {
+            continue;
+        };
+        if let Some(h) = done.get(&record) {
+            if &rec[3] != Outcome::Accepted.as_str() || *h != id_hash(&rec[2]) {
+                return Err(usage(format!(
+                    "{}: record {record} there is not record {record} of {} (another identity, or not accepted): the file belongs to another run; check this run afresh with --force, or give another --output",
+                    output.display(),
+                    results.display()
+                )));
+            }
+            matched += 1;
+        }
+    }
+    if matched != done.len() {
+        return Err(usage(format!(
+            "{}: it holds records that {} does not have: the file belongs to another run; check this run afresh with --force, or give another --output",
+            output.display(),
+            results.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Banxa's identityReference syntax (ASCII letters, digits, hyphen).
