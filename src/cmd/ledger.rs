@@ -21,16 +21,19 @@ identities by what `kycshare verify --ledger` last found (VERIFIED, PENDING,
 REJECTED, not_found, not checked) with the oldest one not VERIFIED, and the
 last runs with their counts and exit codes.
 
-The ledger is read, never changed, and without taking the run lock, so this
-works while a nightly run is going. A run with no end time either is still
+The ledger is a file (SQLite) or postgres://USER@HOST:PORT/DB (password in
+the URL or PGPASSWORD, never shown; sslmode honoured). It is read, never
+changed, and without taking the run lock, so this works while a nightly run
+is going. A run with no end time either is still
 going or was killed (the next run picks up where it stopped). See
-docs/nightly.md for scheduling, alerting and sqlite3 queries.
+docs/nightly.md for scheduling, alerting, sqlite3 and PostgreSQL queries.
 
 Exit codes: 0 shown, 2 the file is missing or is not a ledger.
 
 Example:
   kycshare ledger /var/lib/kycshare/ledger.db
-  kycshare ledger /var/lib/kycshare/ledger.db --json | jq .oldestPendingFailure";
+  kycshare ledger /var/lib/kycshare/ledger.db --json | jq .oldestPendingFailure
+  PGPASSWORD=… kycshare ledger 'postgres://kycshare@db.internal:5432/kycshare?sslmode=verify-full'";
 
 #[derive(Debug, Args)]
 pub struct LedgerArgs {

@@ -49,6 +49,8 @@ Examples:
   kycshare run export.csv --base-url http://127.0.0.1:8080 --rate 50/s     (against kycshare mock)
   kycshare run export.csv --base-url https://api.banxa.com --mint --for-client-id ID   (tokens minted just in time)
   kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force  (nightly)
+  PGPASSWORD=… kycshare run export.csv --base-url https://api.banxa.com --force \\
+      --ledger 'postgres://kycshare@db.internal:5432/kycshare?sslmode=verify-full'  (nightly, no local disk)
   (nightly, sharing again what `kycshare verify --ledger ledger.db` found not VERIFIED:)
   kycshare run export.csv --base-url https://api.banxa.com --ledger ledger.db --force \\
       --reshare-unverified 24h
