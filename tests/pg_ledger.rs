@@ -257,3 +257,94 @@ fn sslmode_is_honoured() {
     assert!(err.contains("sslmode=sometimes is not one of"), "{err}");
     assert_eq!(emu.stats().total, before, "nothing sent");
 }
+
+/// The SQLite ledger's skip rules (src/ledger/store.rs), held by the
+/// PostgreSQL store through the library: the same upsert semantics.
+#[test]
+fn skip_rules_across_runs_match_the_sqlite_ledger() {
+    use kycshare::ledger::{Ledger, LedgerLocation, Update};
+    use kycshare::model::{fingerprint, Outcome};
+    use std::time::SystemTime;
+    let Some(url) = pg_ledger("skip_rules") else {
+        return;
+    };
+    let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + s);
+    let upd = |id: &str, fp: [u8; 32], outcome: Outcome, at: u64| Update {
+        identity_reference: id.into(),
+        fingerprint: fp,
+        outcome,
+        http_status: Some(if outcome == Outcome::Accepted {
+            202
+        } else {
+            500
+        }),
+        trace_id: format!("tr-{id}-{at}"),
+        attempts: 1,
+        at: t(at),
+    };
+    let at = LedgerLocation::parse(&url).unwrap();
+    let open = || Ledger::open_at(&at, None).unwrap();
+    let a = fingerprint("a@x.io", "61410001000", "sumsub");
+    let b = fingerprint("b@x.io", "61410001000", "sumsub");
+    {
+        let mut l = open();
+        l.begin_run("export.csv", t(0)).unwrap();
+        for id in ["acc", "changed", "flip"] {
+            l.record(upd(id, a, Outcome::Accepted, 1)).unwrap();
+        }
+        l.record(upd("fail", a, Outcome::Failed, 1)).unwrap();
+        l.record(upd("rej", a, Outcome::Rejected, 1)).unwrap();
+        l.record(upd("inv", a, Outcome::Invalid, 1)).unwrap();
+        assert_eq!(l.pending(), 5, "not sent: ignored");
+    }
+    {
+        let mut l = open();
+        let r = l.reader().unwrap();
+        assert!(r.should_skip("acc", &a));
+        assert!(!r.should_skip("acc", &b), "changed details are sent");
+        assert!(!r.should_skip("fail", &a) && !r.should_skip("rej", &a));
+        assert!(!r.should_skip("new", &a) && !r.should_skip("inv", &a));
+        assert_eq!(r.accepted(), 3);
+        assert!(l.lookup("inv").unwrap().is_none());
+        l.begin_run("export.csv", t(10)).unwrap();
+        l.record(upd("changed", b, Outcome::Failed, 11)).unwrap();
+        l.record(upd("flip", b, Outcome::Rejected, 11)).unwrap();
+        l.record(upd("fail", a, Outcome::Failed, 11)).unwrap();
+        l.record(upd("rej", a, Outcome::Accepted, 11)).unwrap();
+        // Twice in one batch: the later wins.
+        l.record(upd("twice", a, Outcome::Failed, 11)).unwrap();
+        l.record(upd("twice", a, Outcome::Accepted, 12)).unwrap();
+        l.flush().unwrap();
+        let e = l.lookup("changed").unwrap().unwrap();
+        assert_eq!((e.fingerprint, e.last_outcome), (b, Outcome::Failed));
+        assert_eq!(e.accepted_fingerprint, Some(a));
+        assert_eq!(e.accepted_at, Some(t(1)));
+        assert_eq!(e.failing_since, Some(t(11)));
+        assert_eq!((e.first_sent_at, e.updated_at), (t(1), t(11)));
+        assert_eq!(e.trace_id, "tr-changed-11");
+        assert_eq!(e.http_status, Some(500));
+        let e = l.lookup("fail").unwrap().unwrap();
+        assert_eq!(e.failing_since, Some(t(1)), "since the first failure");
+        assert_eq!(e.accepted_fingerprint, None);
+        let e = l.lookup("twice").unwrap().unwrap();
+        assert_eq!((e.last_outcome, e.failing_since), (Outcome::Accepted, None));
+    }
+    let mut l = open();
+    let r = l.reader().unwrap();
+    assert!(!r.should_skip("changed", &b) && !r.should_skip("changed", &a));
+    assert!(!r.should_skip("flip", &a));
+    assert!(r.should_skip("rej", &a), "accepted after a rejection");
+    assert!(r.should_skip("acc", &a), "untouched by the later run");
+    // Verification statuses: recorded for the accepted only, reset when
+    // accepted again.
+    l.record_kyc("acc", "REJECTED", t(20)).unwrap();
+    l.record_kyc("fail", "VERIFIED", t(20)).unwrap();
+    l.flush().unwrap();
+    let rep = l.report().unwrap();
+    assert_eq!(rep.kyc.get("REJECTED"), Some(&1));
+    assert_eq!(rep.kyc.get("VERIFIED"), None, "fail is not accepted");
+    l.begin_run("export.csv", t(30)).unwrap();
+    l.record(upd("acc", a, Outcome::Accepted, 31)).unwrap();
+    l.flush().unwrap();
+    assert_eq!(l.report().unwrap().kyc.get("REJECTED"), None);
+}
