@@ -97,11 +97,12 @@ pub struct RunArgs {
     /// earlier-failed rows are sent.
     #[arg(long, value_name = "FILE|URL", value_parser = crate::ledger::LedgerLocation::parse)]
     pub ledger: Option<crate::ledger::LedgerLocation>,
-    /// With --ledger: send again the identities accepted at least AGE ago
-    /// (e.g. 1h, 2d) whose last `kycshare verify --ledger` found a status
-    /// other than VERIFIED (REJECTED, not_found, a PENDING that never
-    /// ended); identities never verified are left alone (verify first).
-    /// With --mint each gets a fresh token; without it, the input's token.
+    /// With --ledger: send again the identities whose last `kycshare verify
+    /// --ledger`, made at least AGE (e.g. 24h, 2d) after they were
+    /// accepted, found a status other than VERIFIED (REJECTED, not_found, a
+    /// PENDING that lasted AGE); a status seen sooner, VERIFIED, or never
+    /// verified: skipped (verify first). With --mint each gets a fresh
+    /// token; without it, the input's token.
     #[arg(long, value_name = "AGE", requires = "ledger", value_parser = parse_age)]
     pub reshare_unverified: Option<Duration>,
     /// Write Prometheus metrics (rows by outcome, requests by status,
@@ -231,10 +232,15 @@ fn execute_inner(s: Settings, json: bool) -> anyhow::Result<i32> {
 }
 
 pub fn parse_age(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}`: {e} (expected e.g. 24h, 2d, 0s)"))?,
+    };
+    if d > Duration::from_secs(10 * 366 * 86_400) {
+        return Err(format!("`{s}`: at most 10 years"));
     }
-    humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (expected e.g. 1h, 2d, 0s)"))
+    Ok(d)
 }
 
 /// The settings `run` was given.

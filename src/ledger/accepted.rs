@@ -56,23 +56,27 @@ impl AcceptedSet {
         AcceptedSet { slots, dir, bits }
     }
 
-    /// The accepted identities; with `reshare_before` (a stamp), without
-    /// those accepted at or before it whose last verification found a
-    /// status other than `VERIFIED` (they are to be sent again).
+    /// The accepted identities; with `reshare_age` (`--reshare-unverified
+    /// AGE`), without those whose last verification, made at least AGE
+    /// after the identity was accepted, found a status other than
+    /// `VERIFIED`: they are to be sent again. A status seen sooner (a
+    /// `PENDING` minutes after the share) says nothing yet; an identity
+    /// never verified is left alone.
     pub(super) fn load(
         conn: &Connection,
         path: &str,
-        reshare_before: Option<String>,
+        reshare_age: Option<std::time::Duration>,
     ) -> Result<AcceptedSet, LedgerError> {
         // Without --reshare-unverified the query is the one of a ledger
         // with no verification columns: the nightly path does not change.
-        let filter = match reshare_before {
+        let filter = match reshare_age {
             None => "last_outcome = 'accepted'",
             Some(_) => {
-                "last_outcome = 'accepted' AND NOT (kyc_status IS NOT NULL AND kyc_status <> 'VERIFIED' AND accepted_at <= ?1)"
+                "last_outcome = 'accepted' AND NOT (kyc_status IS NOT NULL AND kyc_status <> 'VERIFIED' \
+                 AND (julianday(kyc_checked_at) - julianday(accepted_at)) * 86400.0 >= ?1)"
             }
         };
-        let args: Vec<String> = reshare_before.into_iter().collect();
+        let args: Vec<f64> = reshare_age.map(|a| a.as_secs_f64()).into_iter().collect();
         let n: i64 = conn
             .query_row(
                 &format!("SELECT count(*) FROM identities WHERE {filter}"),

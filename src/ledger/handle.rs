@@ -45,22 +45,22 @@ impl Ledger {
     /// [`open`](Ledger::open) with `--reshare-unverified`'s cut-off.
     pub fn open_with(
         path: &Path,
-        reshare_before: Option<SystemTime>,
+        reshare_age: Option<std::time::Duration>,
     ) -> Result<Ledger, LedgerError> {
-        SqliteLedger::open_with(path, reshare_before).map(Ledger::Sqlite)
+        SqliteLedger::open_with(path, reshare_age).map(Ledger::Sqlite)
     }
 
     /// Opens the ledger where `--ledger` says: takes the run lock at once
     /// or fails with [`LedgerError::Locked`], creates or migrates the
-    /// schema, loads the accepted set (without those `reshare_before`
+    /// schema, loads the accepted set (without those `--reshare-unverified`
     /// leaves out).
     pub fn open_at(
         at: &LedgerLocation,
-        reshare_before: Option<SystemTime>,
+        reshare_age: Option<std::time::Duration>,
     ) -> Result<Ledger, LedgerError> {
         match at {
-            LedgerLocation::File(p) => Ledger::open_with(p, reshare_before),
-            LedgerLocation::Postgres(t) => PgLedger::open(t, reshare_before).map(Ledger::Postgres),
+            LedgerLocation::File(p) => Ledger::open_with(p, reshare_age),
+            LedgerLocation::Postgres(t) => PgLedger::open(t, reshare_age).map(Ledger::Postgres),
         }
     }
 

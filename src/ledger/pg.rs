@@ -495,17 +495,11 @@ impl PgLedger {
     /// Connects, takes the run lock at once or fails with
     /// [`LedgerError::Locked`], migrates, records itself as the holder
     /// and loads the accepted set.
-    pub fn open(
-        target: &PgTarget,
-        reshare_before: Option<SystemTime>,
-    ) -> Result<PgLedger, LedgerError> {
-        off_runtime(|| PgLedger::open_here(target, reshare_before))
+    pub fn open(target: &PgTarget, reshare_age: Option<Duration>) -> Result<PgLedger, LedgerError> {
+        off_runtime(|| PgLedger::open_here(target, reshare_age))
     }
 
-    fn open_here(
-        t: &PgTarget,
-        reshare_before: Option<SystemTime>,
-    ) -> Result<PgLedger, LedgerError> {
+    fn open_here(t: &PgTarget, reshare_age: Option<Duration>) -> Result<PgLedger, LedgerError> {
         let mut c = connect(t)?;
         let got: bool = c
             .query_one(
@@ -545,7 +539,7 @@ impl PgLedger {
         .map_err(pg_err(t, "cannot record the lock's holder"))?;
         c.batch_execute("SET synchronous_commit = off")
             .map_err(pg_err(t, "cannot configure the session"))?;
-        let set = Arc::new(load_accepted(&mut c, t, reshare_before)?);
+        let set = Arc::new(load_accepted(&mut c, t, reshare_age)?);
         let upsert = c.prepare(UPSERT).map_err(pg_err(t, "cannot prepare"))?;
         let kyc = c.prepare(KYC_UPDATE).map_err(pg_err(t, "cannot prepare"))?;
         Ok(PgLedger {
@@ -770,7 +764,7 @@ impl Drop for PgLedger {
 fn load_accepted(
     c: &mut Client,
     t: &PgTarget,
-    reshare_before: Option<SystemTime>,
+    reshare_age: Option<Duration>,
 ) -> Result<AcceptedSet, LedgerError> {
     let what = "reading accepted identities";
     let n: i64 = c
@@ -790,7 +784,7 @@ fn load_accepted(
     };
     const SELECT: &str =
         "SELECT identity_reference, fingerprint FROM kycshare.identities WHERE last_outcome = 'accepted'";
-    match reshare_before {
+    match reshare_age {
         None => {
             let mut rows = c
                 .query_raw(SELECT, std::iter::empty::<&(dyn ToSql + Sync)>())
@@ -799,12 +793,15 @@ fn load_accepted(
                 push(row);
             }
         }
-        Some(at) => {
+        Some(age) => {
+            // See `AcceptedSet::load`: a status seen at least AGE after the
+            // identity was accepted, other than VERIFIED.
             let q = format!(
-                "{SELECT} AND NOT (kyc_status IS NOT NULL AND kyc_status <> 'VERIFIED' AND accepted_at <= $1)"
+                "{SELECT} AND NOT (kyc_status IS NOT NULL AND kyc_status <> 'VERIFIED' AND kyc_checked_at >= accepted_at + make_interval(secs => $1))"
             );
+            let secs = age.as_secs_f64();
             let mut rows = c
-                .query_raw(&q, [&at as &(dyn ToSql + Sync)])
+                .query_raw(&q, [&secs as &(dyn ToSql + Sync)])
                 .map_err(pg_err(t, what))?;
             while let Some(row) = rows.next().map_err(pg_err(t, what))? {
                 push(row);

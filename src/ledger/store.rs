@@ -92,7 +92,7 @@ impl SqliteLedger {
     /// --reshare-unverified AGE`): they are sent again.
     pub fn open_with(
         path: &Path,
-        reshare_before: Option<SystemTime>,
+        reshare_age: Option<Duration>,
     ) -> Result<SqliteLedger, LedgerError> {
         let p = path.display().to_string();
         if path.is_dir() {
@@ -127,7 +127,7 @@ impl SqliteLedger {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql(&p, "cannot configure"))?;
         migrate(&conn, &p)?;
-        let set = Arc::new(AcceptedSet::load(&conn, &p, reshare_before.map(stamp))?);
+        let set = Arc::new(AcceptedSet::load(&conn, &p, reshare_age)?);
         Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn,

@@ -71,13 +71,14 @@ async fn run_plan(
     })?;
     // The ledger: one run at a time (a second run refuses here, exit 2).
     let mut ledger = match &plan.ledger {
-        Some(at) => Some(crate::ledger::Ledger::open_at(at, plan.reshare_before)?),
+        Some(at) => Some(crate::ledger::Ledger::open_at(at, plan.reshare_age)?),
         None => None,
     };
-    if let (Some(at), Some(_)) = (plan.reshare_before, &ledger) {
+    if let (Some(age), Some(_)) = (plan.reshare_age, &ledger) {
         tracing::info!(
-            "--reshare-unverified: identities accepted at or before {} whose last verification was not VERIFIED are sent again",
-            crate::model::rfc3339_millis(at)
+            "--reshare-unverified {}: identities whose last verification, {} or more after they were accepted, was not VERIFIED are sent again",
+            humantime::format_duration(age),
+            humantime::format_duration(age)
         );
     }
     let ledger_reader = match &ledger {

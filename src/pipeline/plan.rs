@@ -176,9 +176,10 @@ pub struct Plan {
     pub progress: bool,
     pub progress_interval: Duration,
     pub ledger: Option<crate::ledger::LedgerLocation>,
-    /// `--reshare-unverified`: identities accepted at or before this time
-    /// and not `VERIFIED` at their last check are not skipped.
-    pub reshare_before: Option<std::time::SystemTime>,
+    /// `--reshare-unverified AGE`: identities whose last verification,
+    /// made at least AGE after they were accepted, found a status other
+    /// than `VERIFIED` are not skipped.
+    pub reshare_age: Option<Duration>,
     pub metrics: Option<PathBuf>,
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub mint: Option<MintPlan>,
@@ -279,9 +280,7 @@ impl Plan {
             progress: s.progress,
             progress_interval: s.progress_interval,
             ledger: s.ledger,
-            reshare_before: s
-                .reshare_unverified
-                .map(|age| std::time::SystemTime::now() - age),
+            reshare_age: s.reshare_unverified,
             metrics: s.metrics_file,
             metrics_listen: s.metrics_listen,
             mint,

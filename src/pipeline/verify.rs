@@ -687,7 +687,7 @@ fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<Str
     if others > 0 {
         let share = match &plan.ledger {
             Some(l) => format!(
-                "the next `kycshare run` with `--ledger {} --reshare-unverified 24h` shares those accepted a day ago or more again (with --mint, with fresh tokens)",
+                "a `kycshare run` with `--ledger {} --reshare-unverified 24h` shares again those still not VERIFIED when checked a day or more after their share (with --mint, with fresh tokens)",
                 shell_word(&l.display().to_string())
             ),
             None => "to share them again, run nightly with a ledger (docs/verification.md)".to_string(),
