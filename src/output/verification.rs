@@ -331,12 +331,19 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         // renamed over it: a kill leaves the old file or the new one.
         file.seek(SeekFrom::Start(0))
             .map_err(|e| OutputError::io(path, e))?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
-            .map_err(|e| OutputError::io(path, e))?;
+        // A fixed name beside it: a kill mid-way leaves at most this file,
+        // which the next resume replaces.
+        let tmp_path = super::retry::temp_path(path);
+        let tmp = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp_path)
+            .map_err(|e| OutputError::io(&tmp_path, e))?;
         let mut w = csv::WriterBuilder::new()
             .has_headers(false)
-            .from_writer(io::BufWriter::new(tmp.as_file()));
+            .from_writer(io::BufWriter::new(&tmp));
         let mut r = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
@@ -354,11 +361,8 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         }
         w.flush().map_err(|e| OutputError::io(path, e))?;
         drop(w);
-        tmp.as_file()
-            .sync_all()
-            .map_err(|e| OutputError::io(path, e))?;
-        tmp.persist(path)
-            .map_err(|e| OutputError::io(path, e.error))?;
+        tmp.sync_all().map_err(|e| OutputError::io(&tmp_path, e))?;
+        std::fs::rename(&tmp_path, path).map_err(|e| OutputError::io(path, e))?;
     } else if repair && complete < len {
         file.set_len(complete)
             .map_err(|e| OutputError::io(path, e))?;

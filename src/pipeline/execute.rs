@@ -121,6 +121,10 @@ async fn run_plan(
         plan.manifest
             .store(&plan.results)
             .map_err(|e| crate::output::OutputError::io(&manifest_file, e))?;
+    } else {
+        // A store cut short by a kill of an earlier session left its
+        // temporary file (this run holds the lock: nobody else writes it).
+        let _ = std::fs::remove_file(crate::output::retry::temp_path(&manifest_file));
     }
     if prior.is_none() {
         events.start_afresh();
