@@ -205,6 +205,10 @@ pub fn run(args: DemoArgs, ctx: Ctx) -> anyhow::Result<i32> {
                 stats.identity_requests, v.verified, v.checked, verification.display()
             );
         }
+        eprintln!(
+            "The whole run as one offline HTML page: kycshare report {}",
+            crate::pipeline::manifest::shell_word(&results.display().to_string())
+        );
         if !args.mint {
             eprintln!("For the just-in-time minting path (tokens minted from Sumsub right before each request): kycshare demo --mint");
         }
