@@ -203,13 +203,27 @@ pub fn normalize_mobile(s: &str, out: &mut String) -> Result<(), Problem> {
 pub fn check_vendor(s: &str) -> Result<&'static str, Problem> {
     if s.is_empty() || s.eq_ignore_ascii_case("sumsub") {
         Ok(crate::request::VENDOR_SUMSUB)
-    } else if s.len() <= 32 && s.bytes().all(|b| b.is_ascii_graphic()) {
+    } else if s.len() <= 32 && all_graphic(s.as_bytes()) {
         Err(Problem::Vendor {
             shown: Some(s.to_string()),
         })
     } else {
         Err(Problem::Vendor { shown: None })
     }
+}
+
+/// True when every byte is printable ASCII other than space (`0x21..=0x7e`).
+/// Blocks of 16 bytes are checked without a branch per byte (vector
+/// compares): tokens are the longest field of a row.
+pub fn all_graphic(b: &[u8]) -> bool {
+    let ok = |x: u8| x.wrapping_sub(0x21) < 0x5e;
+    let mut blocks = b.chunks_exact(16);
+    for block in &mut blocks {
+        if !block.iter().fold(true, |all, &x| all & ok(x)) {
+            return false;
+        }
+    }
+    blocks.remainder().iter().all(|&x| ok(x))
 }
 
 pub fn check_token(s: &str) -> Result<(), Problem> {
@@ -230,7 +244,7 @@ pub fn check_token(s: &str) -> Result<(), Problem> {
         });
     }
     // Fast path: printable ASCII without spaces, as real tokens are.
-    if !s.bytes().all(|b| b.is_ascii_graphic()) {
+    if !all_graphic(s.as_bytes()) {
         if s.chars().any(char::is_whitespace) {
             return Err(rule("contains whitespace"));
         }
@@ -275,6 +289,25 @@ pub fn check_applicant_id(s: &str) -> Result<(), Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_graphic_is_is_ascii_graphic_for_every_byte_and_length() {
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 100] {
+            for bad in 0u8..=255 {
+                for at in [0, len / 2, len.saturating_sub(1)] {
+                    let mut v = vec![b'a'; len];
+                    if len > 0 {
+                        v[at] = bad;
+                    }
+                    assert_eq!(
+                        all_graphic(&v),
+                        v.iter().all(|b| b.is_ascii_graphic()),
+                        "len {len} byte {bad:#x} at {at}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn identity_reference_rules() {
