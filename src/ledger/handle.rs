@@ -16,7 +16,6 @@ use super::pg::{PgLedger, PgView};
 use super::report::{LedgerReport, SqliteView};
 use super::store::SqliteLedger;
 use super::{Entry, LedgerError, RunCounts, RunId, Update};
-use crate::model::Outcome;
 
 /// A ledger open for a run: holds the run lock until dropped.
 // One or two per process: their size does not matter.
@@ -94,12 +93,6 @@ impl Ledger {
     /// Buffers one outcome (see the module doc of [`crate::ledger`]);
     /// outcomes of records not sent are ignored.
     pub fn record(&mut self, u: Update) -> Result<(), LedgerError> {
-        if !matches!(
-            u.outcome,
-            Outcome::Accepted | Outcome::Rejected | Outcome::Failed
-        ) {
-            return Ok(());
-        }
         both!(self, l => l.record(u))
     }
 

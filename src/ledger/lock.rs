@@ -106,10 +106,7 @@ pub fn in_use_by(path: &Path) -> Option<LockHolder> {
     let s = std::fs::read_to_string(lock_path(path)).ok()?;
     let h = parse_holder(&s);
     let pid = h.pid?;
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    alive.then_some(h)
+    crate::model::process_alive(pid).then_some(h)
 }
 
 #[cfg(test)]

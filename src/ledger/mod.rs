@@ -77,6 +77,7 @@
 //! input are never sent).
 
 mod accepted;
+mod batch;
 mod handle;
 mod location;
 mod lock;
@@ -93,6 +94,7 @@ use serde::Serialize;
 use crate::model::Outcome;
 
 pub use accepted::LedgerReader;
+pub use batch::{BATCH_AGE, BATCH_ROWS};
 pub use handle::{Ledger, LedgerView};
 pub use location::{LedgerLocation, PgTarget};
 pub use lock::{in_use_by, lock_path, LockHolder};
@@ -101,7 +103,7 @@ pub use report::{
     LedgerReport, OldestUnverified, PendingFailure, RunReport, SqliteView, REPORT_RUNS,
 };
 pub use schema::{APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
-pub use store::{SqliteLedger, BATCH_AGE, BATCH_ROWS};
+pub use store::SqliteLedger;
 
 /// What can go wrong with a ledger. Each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]

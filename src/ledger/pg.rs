@@ -28,17 +28,17 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
 
 use super::accepted::{AcceptedSet, LedgerReader};
+use super::batch::Batch;
 use super::location::PgTarget;
 use super::lock::LockHolder;
 use super::report::{LedgerReport, OldestUnverified, PendingFailure, RunReport, REPORT_RUNS};
-use super::store::{BATCH_AGE, BATCH_ROWS};
 use super::{stamp, Entry, LedgerError, RunCounts, RunId, Update};
 use crate::model::Outcome;
 
@@ -432,23 +432,6 @@ fn migrate(c: &mut Client, t: &PgTarget) -> Result<i32, LedgerError> {
     Ok(PG_SCHEMA_VERSION)
 }
 
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "?".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// The run holding the lock, if any (read, never taken).
 fn holder(c: &mut Client) -> Option<LockHolder> {
     let row = c
@@ -476,9 +459,7 @@ pub struct PgLedger {
     kyc: Statement,
     set: Arc<AcceptedSet>,
     run: Option<RunId>,
-    pending: Vec<Update>,
-    pending_kyc: Vec<(String, String, SystemTime)>,
-    oldest_pending: Option<Instant>,
+    batch: Batch,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -486,7 +467,7 @@ impl std::fmt::Debug for PgLedger {
         f.debug_struct("PgLedger")
             .field("url", &self.target.shown())
             .field("run", &self.run)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.batch.updates.len())
             .finish()
     }
 }
@@ -513,8 +494,8 @@ impl PgLedger {
             // A holder on this host that is no longer alive: its session
             // is going (the server has yet to read the closed socket).
             // Wait for it a moment rather than turn the run away.
-            let dead_here =
-                h.host.as_deref() == Some(host_name().as_str()) && h.pid.is_some_and(|p| !alive(p));
+            let dead_here = h.host.as_deref() == Some(crate::model::host_name().as_str())
+                && h.pid.is_some_and(|p| !crate::model::process_alive(p));
             let got = dead_here
                 && c.batch_execute(&format!(
                     "SET lock_timeout = '5s'; SELECT pg_advisory_lock({}, {}); RESET lock_timeout",
@@ -529,7 +510,7 @@ impl PgLedger {
             }
         }
         migrate(&mut c, t)?;
-        let host = host_name();
+        let host = crate::model::host_name();
         c.execute(
             "INSERT INTO kycshare.lock_holder (id, host, pid, started_at) VALUES (1, $1, $2, $3)
              ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
@@ -549,9 +530,7 @@ impl PgLedger {
             kyc,
             set,
             run: None,
-            pending: Vec::with_capacity(BATCH_ROWS),
-            pending_kyc: Vec::new(),
-            oldest_pending: None,
+            batch: Batch::default(),
         })
     }
 
@@ -596,7 +575,7 @@ impl PgLedger {
             let row = c
                 .query_one(
                     "INSERT INTO kycshare.runs (started_at, input, host, pid) VALUES ($1, $2, $3, $4) RETURNING id",
-                    &[&started, &input, &host_name(), &(std::process::id() as i32)],
+                    &[&started, &input, &crate::model::host_name(), &(std::process::id() as i32)],
                 )
                 .map_err(pg_err(t, "cannot record the run"))?;
             Ok(RunId(row.get(0)))
@@ -610,8 +589,10 @@ impl PgLedger {
     }
 
     pub fn record(&mut self, u: Update) -> Result<(), LedgerError> {
-        self.pending.push(u);
-        self.due_after_push(self.pending.len())
+        if self.batch.push(u) {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     pub fn record_kyc(
@@ -620,39 +601,31 @@ impl PgLedger {
         status: &str,
         at: SystemTime,
     ) -> Result<(), LedgerError> {
-        self.pending_kyc
-            .push((identity_reference.to_string(), status.to_string(), at));
-        self.due_after_push(self.pending_kyc.len())
-    }
-
-    fn due_after_push(&mut self, len: usize) -> Result<(), LedgerError> {
-        let now = Instant::now();
-        let oldest = *self.oldest_pending.get_or_insert(now);
-        if len >= BATCH_ROWS || now.duration_since(oldest) >= BATCH_AGE {
+        if self.batch.push_kyc(identity_reference, status, at) {
             self.flush()?;
         }
         Ok(())
     }
 
     pub fn flush_if_due(&mut self) -> Result<(), LedgerError> {
-        match self.oldest_pending {
-            Some(t) if t.elapsed() >= BATCH_AGE => self.flush(),
-            _ => Ok(()),
+        if self.batch.is_due() {
+            self.flush()?;
         }
+        Ok(())
     }
 
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.batch.updates.len()
     }
 
     /// Commits the buffered updates now: one statement per kind, in one
     /// transaction when there are both.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        if self.pending.is_empty() && self.pending_kyc.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
         let run = self.run.map(|r| r.0);
-        let (pending, pending_kyc) = (&self.pending, &self.pending_kyc);
+        let (pending, pending_kyc) = (&self.batch.updates, &self.batch.kyc);
         let (upsert, kyc) = (&self.upsert, &self.kyc);
         self.with(move |c, t| {
             let mut tx = c.transaction().map_err(pg_err(t, "cannot write"))?;
@@ -697,9 +670,7 @@ impl PgLedger {
             }
             tx.commit().map_err(pg_err(t, "cannot commit"))
         })?;
-        self.pending.clear();
-        self.pending_kyc.clear();
-        self.oldest_pending = None;
+        self.batch.clear();
         Ok(())
     }
 

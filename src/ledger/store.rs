@@ -15,12 +15,9 @@ use super::lock::take_lock;
 use super::report::{last_success, lookup, report, LedgerReport};
 use super::schema::{migrate, not_ledger};
 use super::{io_err, parse_stamp, sql, stamp, Entry, LedgerError, RunCounts, RunId, Update};
-use crate::model::Outcome;
 
-/// Updates buffered before [`Ledger::record`] commits them.
-pub const BATCH_ROWS: usize = 64;
-/// The oldest a buffered update gets before [`Ledger::record`] commits.
-pub const BATCH_AGE: Duration = Duration::from_secs(1);
+use super::batch::Batch;
+use super::batch::BATCH_AGE;
 
 /// A ledger open for a run: holds the run lock until dropped.
 pub struct SqliteLedger {
@@ -29,10 +26,7 @@ pub struct SqliteLedger {
     _lock: File,
     set: Arc<AcceptedSet>,
     run: Option<RunId>,
-    pending: Vec<Update>,
-    /// Verification answers buffered: (identityReference, status, when).
-    pending_kyc: Vec<(String, String, SystemTime)>,
-    oldest_pending: Option<Instant>,
+    batch: Batch,
     committed_since_checkpoint: bool,
     last_checkpoint: Instant,
 }
@@ -42,7 +36,7 @@ impl std::fmt::Debug for SqliteLedger {
         f.debug_struct("SqliteLedger")
             .field("path", &self.path)
             .field("run", &self.run)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.batch.updates.len())
             .finish()
     }
 }
@@ -134,9 +128,7 @@ impl SqliteLedger {
             _lock: lock,
             set,
             run: None,
-            pending: Vec::with_capacity(BATCH_ROWS),
-            pending_kyc: Vec::new(),
-            oldest_pending: None,
+            batch: Batch::default(),
             committed_since_checkpoint: false,
             last_checkpoint: Instant::now(),
         })
@@ -187,21 +179,12 @@ impl SqliteLedger {
         Ok(self.set.contains(identity_reference, fp))
     }
 
-    /// Buffers one outcome; commits the batch when it holds [`BATCH_ROWS`]
+    /// Buffers one outcome; commits the batch when it holds [`BATCH_ROWS`](super::BATCH_ROWS)
     /// updates or its oldest is [`BATCH_AGE`] old. Outcomes of records that
     /// were not sent (`invalid`, `duplicate`, `skipped`, `validated`) change
     /// nothing and are ignored, so the caller may pass every outcome.
     pub fn record(&mut self, u: Update) -> Result<(), LedgerError> {
-        if !matches!(
-            u.outcome,
-            Outcome::Accepted | Outcome::Rejected | Outcome::Failed
-        ) {
-            return Ok(());
-        }
-        self.pending.push(u);
-        let now = Instant::now();
-        let oldest = *self.oldest_pending.get_or_insert(now);
-        if self.pending.len() >= BATCH_ROWS || now.duration_since(oldest) >= BATCH_AGE {
+        if self.batch.push(u) {
             self.flush()?;
         }
         Ok(())
@@ -210,9 +193,8 @@ impl SqliteLedger {
     /// Commits the batch if its oldest update is [`BATCH_AGE`] old: for a
     /// caller that is idle between outcomes.
     pub fn flush_if_due(&mut self) -> Result<(), LedgerError> {
-        match self.oldest_pending {
-            Some(t) if t.elapsed() >= BATCH_AGE => self.flush()?,
-            _ => {}
+        if self.batch.is_due() {
+            self.flush()?;
         }
         self.checkpoint_if_due()
     }
@@ -234,7 +216,7 @@ impl SqliteLedger {
 
     /// Updates buffered and not yet committed.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.batch.updates.len()
     }
 
     /// Buffers what a verification found for an identity (`kyc.status`
@@ -245,11 +227,7 @@ impl SqliteLedger {
         status: &str,
         at: SystemTime,
     ) -> Result<(), LedgerError> {
-        self.pending_kyc
-            .push((identity_reference.to_string(), status.to_string(), at));
-        let now = Instant::now();
-        let oldest = *self.oldest_pending.get_or_insert(now);
-        if self.pending_kyc.len() >= BATCH_ROWS || now.duration_since(oldest) >= BATCH_AGE {
+        if self.batch.push_kyc(identity_reference, status, at) {
             self.flush()?;
         }
         Ok(())
@@ -257,7 +235,7 @@ impl SqliteLedger {
 
     /// Commits the buffered updates now, in one transaction.
     pub fn flush(&mut self) -> Result<(), LedgerError> {
-        if self.pending.is_empty() && self.pending_kyc.is_empty() {
+        if self.batch.is_empty() {
             return Ok(());
         }
         let p = self.p();
@@ -265,7 +243,7 @@ impl SqliteLedger {
         let tx = self.conn.transaction().map_err(sql(&p, "cannot write"))?;
         {
             let mut stmt = tx.prepare_cached(UPSERT).map_err(sql(&p, "cannot write"))?;
-            for u in &self.pending {
+            for u in &self.batch.updates {
                 stmt.execute(params![
                     u.identity_reference,
                     &u.fingerprint[..],
@@ -281,15 +259,13 @@ impl SqliteLedger {
             let mut kyc = tx
                 .prepare_cached(KYC_UPDATE)
                 .map_err(sql(&p, "cannot write"))?;
-            for (id, status, at) in &self.pending_kyc {
+            for (id, status, at) in &self.batch.kyc {
                 kyc.execute(params![id, status, stamp(*at)])
                     .map_err(sql(&p, "cannot write"))?;
             }
         }
         tx.commit().map_err(sql(&p, "cannot commit"))?;
-        self.pending.clear();
-        self.pending_kyc.clear();
-        self.oldest_pending = None;
+        self.batch.clear();
         self.committed_since_checkpoint = true;
         Ok(())
     }
@@ -357,7 +333,9 @@ mod tests {
     use super::*;
     use crate::ledger::test_support::{fresh, t, upd};
     use crate::ledger::LedgerView;
+    use crate::ledger::BATCH_ROWS;
     use crate::model::fingerprint;
+    use crate::model::Outcome;
 
     #[test]
     fn skip_rules_across_runs() {

@@ -15,6 +15,7 @@ mod fingerprint;
 pub mod live;
 mod outcome;
 mod problem;
+mod process;
 
 pub use abort::{Abort, AbortReason};
 pub use answer::{parse_retry_after, Answer};
@@ -25,6 +26,7 @@ pub use fingerprint::fingerprint;
 pub use live::Live;
 pub use outcome::{Final, OutMsg, Outcome};
 pub use problem::{problems_message, Problem};
+pub use process::{host_name, process_alive};
 
 use std::io;
 use std::time::SystemTime;

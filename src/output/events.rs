@@ -167,16 +167,7 @@ pub fn read_events(results: &Path) -> Vec<Value> {
 }
 
 /// The host name, for the `started` event (`?` when unknown).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "?".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
+pub use crate::model::host_name;
 
 #[cfg(test)]
 mod tests {

@@ -417,21 +417,31 @@ pub fn read_prior(path: &Path, repair: bool) -> Result<Prior, OutputError> {
         prior.rows += 1;
     }
     if repair && complete < len {
-        file.set_len(complete)
-            .map_err(|e| OutputError::io(path, e))?;
-        file.sync_data().map_err(|e| OutputError::io(path, e))?;
+        cut_to(&file, path, complete)?;
     }
     Ok(prior)
 }
 
 /// True when the file's first line is kycshare's results header.
 pub fn looks_like_results(path: &Path) -> bool {
+    first_line_is(path, HEADER)
+}
+
+/// True when the file's first line is `header` (one of kycshare's files).
+pub(crate) fn first_line_is(path: &Path, header: &str) -> bool {
     let Ok(f) = File::open(path) else {
         return false;
     };
     let mut first = String::new();
-    BufReader::new(f).read_line(&mut first).ok();
-    first.trim_end() == HEADER
+    BufReader::new(f).read_line(&mut first).is_ok() && first.trim_end() == header
+}
+
+/// Cuts a journal to `complete` bytes (a last line cut short by a kill),
+/// durably.
+pub(crate) fn cut_to(file: &File, path: &Path, complete: u64) -> Result<(), OutputError> {
+    file.set_len(complete)
+        .map_err(|e| OutputError::io(path, e))?;
+    file.sync_data().map_err(|e| OutputError::io(path, e))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -364,20 +364,14 @@ pub fn read_prior_checks(path: &Path, repair: bool) -> Result<PriorChecks, Outpu
         tmp.sync_all().map_err(|e| OutputError::io(&tmp_path, e))?;
         std::fs::rename(&tmp_path, path).map_err(|e| OutputError::io(path, e))?;
     } else if repair && complete < len {
-        file.set_len(complete)
-            .map_err(|e| OutputError::io(path, e))?;
-        file.sync_data().map_err(|e| OutputError::io(path, e))?;
+        super::results::cut_to(&file, path, complete)?;
     }
     Ok(prior)
 }
 
 /// True when the file starts with the verification header.
 pub fn looks_like_verification(path: &Path) -> bool {
-    let Ok(f) = File::open(path) else {
-        return false;
-    };
-    let mut first = String::new();
-    BufReader::new(f).read_line(&mut first).is_ok() && first.trim_end() == HEADER
+    super::results::first_line_is(path, HEADER)
 }
 
 #[cfg(test)]

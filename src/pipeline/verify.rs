@@ -382,7 +382,14 @@ async fn run_plan(
         tracing::warn!("{w}");
     }
     let counts = Arc::new(StatusCounts::default());
-    let (writer, done) = if plan.settings.resume {
+    // One pass over the results file before anything is written: how many
+    // records are to be checked (the progress bar's total), and, resuming,
+    // that the earlier check is this run's.
+    let accepted_in = |done: &std::collections::HashMap<u64, u64>| match &plan.source {
+        Source::Results(r) => accepted_rows(r, done, &plan.output).map(Some),
+        Source::Ledger(_) => Ok(None),
+    };
+    let (writer, done, accepted) = if plan.settings.resume {
         let prior = read_prior_checks(&plan.output, true)?;
         if prior.truncated_bytes > 0 {
             tracing::warn!(
@@ -398,9 +405,7 @@ async fn run_plan(
                 )));
             }
         }
-        if let Source::Results(r) = &plan.source {
-            prior_matches(r, &prior.records, &plan.output)?;
-        }
+        let accepted = accepted_in(&prior.records)?;
         if prior.unanswered > 0 {
             tracing::info!(
                 rows = prior.unanswered,
@@ -410,12 +415,18 @@ async fn run_plan(
         for (k, n) in &prior.counts {
             counts.add(k, *n);
         }
-        (VerificationWriter::append(&plan.output)?, prior.records)
+        (
+            VerificationWriter::append(&plan.output)?,
+            prior.records,
+            accepted,
+        )
     } else {
+        let accepted = accepted_in(&Default::default())?;
         crate::output::check_writable(&plan.output)?;
         (
             VerificationWriter::create(&plan.output, plan.replace)?,
             Default::default(),
+            accepted,
         )
     };
     let from_earlier = done.len() as u64;
@@ -432,12 +443,9 @@ async fn run_plan(
     };
     // The total, for the progress bar's ETA: one quick pass over the
     // results file (or a count in the ledger).
-    let total = match (&view, &plan.source) {
-        (Some(v), _) => Some(v.unverified()?),
-        (None, Source::Results(r)) => crate::output::results::read_prior(r, false)
-            .ok()
-            .map(|p| p.count(Outcome::Accepted)),
-        (None, Source::Ledger(_)) => None,
+    let total = match &view {
+        Some(v) => Some(v.unverified()?),
+        None => accepted,
     };
 
     let http = http_client(&plan.http).map_err(RunError::Http)?;
@@ -636,6 +644,12 @@ fn resume_words(plan: &VerifyPlan) -> &'static str {
 }
 
 fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<String>) {
+    // Checking again: a run's check is replaced (every accepted identity
+    // asked again); a ledger's asks what is not VERIFIED yet.
+    let recheck = match plan.source {
+        Source::Results(_) => command(plan, &["--force"]),
+        Source::Ledger(_) => command(plan, &[]),
+    };
     let steps = &mut summary.next_steps;
     if summary.aborted.is_some() {
         if let Some(r) = resume {
@@ -667,20 +681,14 @@ fn next_steps(summary: &mut VerifySummary, plan: &VerifyPlan, resume: Option<Str
     if pending > 0 {
         steps.push(format!(
             "{pending} still PENDING (Banxa is still processing their KYC): check again later with {}",
-            match plan.source {
-                Source::Results(_) => command(plan, &["--force"]),
-                Source::Ledger(_) => command(plan, &[]),
-            }
+            recheck
         ));
     }
     if unknown > 0 {
         steps.push(format!(
             "{unknown} could not be checked or had no status (see `message` in {}); check again with {}",
             summary.output,
-            match plan.source {
-                Source::Results(_) => command(plan, &["--force"]),
-                Source::Ledger(_) => command(plan, &[]),
-            }
+            recheck
         ));
     }
     let others = summary.not_verified - pending - unknown;
@@ -806,17 +814,19 @@ fn complete_rows(path: &Path) -> Result<csv::Reader<impl std::io::Read>, String>
         )))
 }
 
-/// Refuses to continue a check whose rows name other identities than the
+/// The number of `accepted` records in the results file; refuses (exit 2)
+/// to continue a check whose rows (`done`) name other identities than the
 /// run's accepted records (the file of another run, or of this input
 /// before the run was made again).
-fn prior_matches(
+fn accepted_rows(
     results: &Path,
     done: &std::collections::HashMap<u64, u64>,
     output: &Path,
-) -> Result<(), RunError> {
+) -> Result<u64, RunError> {
     let mut rdr = complete_rows(results).map_err(usage)?;
     let mut rec = csv::StringRecord::new();
     let mut matched = 0usize;
+    let mut accepted = 0u64;
     while rdr
         .read_record(&mut rec)
         .map_err(|e| usage(format!("{}: {e}", results.display())))?
@@ -827,6 +837,9 @@ fn prior_matches(
         let Ok(record) = rec[0].parse::<u64>() else {
             continue;
         };
+        if &rec[3] == Outcome::Accepted.as_str() {
+            accepted += 1;
+        }
         if let Some(h) = done.get(&record) {
             if &rec[3] != Outcome::Accepted.as_str() || *h != id_hash(&rec[2]) {
                 return Err(usage(format!(
@@ -845,7 +858,7 @@ fn prior_matches(
             results.display()
         )));
     }
-    Ok(())
+    Ok(accepted)
 }
 
 /// Banxa's identityReference syntax (ASCII letters, digits, hyphen).

@@ -144,14 +144,7 @@ pub fn outcomes(f: &Figures, axis: &TimeAxis) -> Result<String, Box<dyn std::err
         .unwrap_or(0) as f64;
     let mut buf = String::new();
     draw(&mut buf, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .margin_right(36)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..axis.bins as f64, 0f64..nice_max(top))?;
-        mesh(&mut chart, axis, "records")?;
-        pause_bands(&mut chart, f, axis, nice_max(top))?;
+        let mut chart = time_chart(&root, f, axis, nice_max(top), "records")?;
         for (b, counts) in bins.iter().enumerate() {
             let mut base = 0u64;
             let x0 = b as f64 + 0.08;
@@ -206,14 +199,7 @@ pub fn rate(f: &Figures, axis: &TimeAxis) -> Result<String, Box<dyn std::error::
     let y_max = nice_max(top * 1.1);
     let mut buf = String::new();
     draw(&mut buf, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .margin_right(36)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..axis.bins as f64, 0f64..y_max)?;
-        mesh(&mut chart, axis, "requests per minute")?;
-        pause_bands(&mut chart, f, axis, y_max)?;
+        let mut chart = time_chart(&root, f, axis, y_max, "requests per minute")?;
         chart.draw_series(per_min.iter().enumerate().filter(|(_, v)| **v > 0.0).map(
             |(b, v)| {
                 Rectangle::new(
@@ -269,14 +255,7 @@ pub fn latency_over_time(
     let y_max = nice_max(top * 1.1);
     let mut buf = String::new();
     draw(&mut buf, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .margin_right(36)
-            .x_label_area_size(32)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..axis.bins as f64, 0f64..y_max)?;
-        mesh(&mut chart, axis, "milliseconds")?;
-        pause_bands(&mut chart, f, axis, y_max)?;
+        let mut chart = time_chart(&root, f, axis, y_max, "milliseconds")?;
         for (k, c) in [P99, P95, P50].into_iter().enumerate() {
             let k = 2 - k;
             let pts: Vec<(f64, f64)> = series
@@ -413,6 +392,26 @@ type Chart<'a, 'b> = ChartContext<
     SVGBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
+
+/// A chart over the time axis (the same frame for every time chart): its
+/// mesh with the minute labels, and the breaker's pauses shaded.
+fn time_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    f: &Figures,
+    axis: &TimeAxis,
+    y_max: f64,
+    y_label: &str,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(12)
+        .margin_right(36)
+        .x_label_area_size(32)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..axis.bins as f64, 0f64..y_max)?;
+    mesh(&mut chart, axis, y_label)?;
+    pause_bands(&mut chart, f, axis, y_max)?;
+    Ok(chart)
+}
 
 fn mesh(chart: &mut Chart<'_, '_>, axis: &TimeAxis, y: &str) -> Res {
     chart
