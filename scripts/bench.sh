@@ -116,7 +116,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 
 DATA=bench-data/export-$ROWS.csv
 gen "$ROWS" "$DATA"
-echo; echo "== validate: $ROWS rows ($(du -m "$DATA" | cut -f1) MB), one thread"
+echo; echo "== validate: $ROWS rows ($(du -m "$DATA" | cut -f1) MB), read on one thread, signed and written on another"
 "$EX/measure" --rows "$ROWS" -- "$BIN" -q validate "$DATA" --results bench-data/validate.results.csv --force | tee bench-data/validate.measure
 if have xsv; then
   echo; echo "== xsv count on the same file (parse only: no validation, no body, no signature, nothing written)"

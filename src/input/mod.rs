@@ -4,23 +4,23 @@
 //!
 //! Streams with one reused buffer: memory does not grow with the file,
 //! except the duplicate index (12 bytes of hash and 4 of record number per
-//! distinct identityReference: about 35 MB per million).
+//! distinct identityReference, in a table at most 7/8 full: 32 MiB at a
+//! million, see `seen`).
 //!
 //! Not for: building or signing requests (`request`), writing results
 //! (`output`).
 
 pub mod columns;
 pub mod reader;
+pub mod seen;
 pub mod source;
 pub mod validate;
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::model::Problem;
 
 pub use columns::{parse_delimiter, Columns, Field, Mapping, TokenMode};
 pub use reader::{RawRecord, RecordReader};
+pub use seen::{Key, SeenIndex};
 pub use source::Source;
 
 /// Input problems that stop everything before a record is used (exit 2).
@@ -147,30 +147,10 @@ pub struct Item<'a> {
     pub raw: &'a RawRecord,
 }
 
-#[derive(Default)]
-struct PreHashed(u64);
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u32(&mut self, i: u32) {
-        // The key is already a hash: two of its words make the bucket hash.
-        self.0 = (self.0 << 32) | u64::from(i);
-    }
-    fn write_usize(&mut self, _len: usize) {
-        // The array length prefix carries no information.
-    }
-}
-
 /// Records read before the duplicate index is sized for the whole file
 /// (enough bytes that the reader's buffer does not skew the estimate).
 const SIZE_INDEX_AFTER: u64 = 1 << 16;
-/// The most identities the index is sized for up front (1.6 GB of table:
+/// The most identities the index is sized for up front (2 GiB of table:
 /// beyond, it grows as it fills).
 const MAX_INDEX_RESERVE: usize = 100_000_000;
 
@@ -184,9 +164,8 @@ pub struct Input {
     columns: Columns,
     mode: TokenMode,
     record_no: u64,
-    /// identityReference (96 bits of its xxh3-128 hash) -> first record.
-    /// 16 bytes an entry; a false match needs a 96-bit collision.
-    seen: HashMap<[u32; 3], u32, BuildHasherDefault<PreHashed>>,
+    /// identityReference -> first record that claimed it.
+    seen: SeenIndex,
     mobile: String,
     reasons: Vec<Problem>,
 }
@@ -242,7 +221,7 @@ impl Input {
             columns,
             mode: opts.mode,
             record_no: 0,
-            seen: HashMap::default(),
+            seen: SeenIndex::default(),
             mobile: String::new(),
             reasons: Vec::new(),
         })
@@ -285,8 +264,8 @@ impl Input {
 
     /// Sizes the duplicate index once for the whole file, from how far
     /// into it the first [`SIZE_INDEX_AFTER`] records reach: a hash table
-    /// that doubles as it fills holds its old and its new buckets at once
-    /// while it grows (at a million identities, 17 MB beside 35 MB), the
+    /// that doubles as it fills holds its old and its new slots at once
+    /// while it grows (at a million identities, 16 MiB beside 32 MiB), the
     /// peak of a long run's memory. Nothing to do for standard input or a
     /// .gz (no size known): the table grows as it fills.
     fn size_index(&mut self) {
@@ -365,6 +344,10 @@ impl Input {
         };
         let mut reasons = std::mem::take(&mut self.reasons);
         let id = get(Field::IdentityReference, &mut reasons);
+        // Where the duplicate check will look, asked of memory now: it
+        // arrives while the other fields are validated (see `seen`).
+        let key = Key::of(id);
+        self.seen.prefetch(&key);
         let email = get(Field::Email, &mut reasons);
         let mobile_raw = get(Field::MobileNumber, &mut reasons);
         let vendor_raw = get(Field::Vendor, &mut reasons);
@@ -410,17 +393,7 @@ impl Input {
         // valid one with the same reference leaves the valid one to be sent,
         // and `duplicate` always means "covered by an earlier valid record".
         let dup_of = if id_ok && reasons.is_empty() {
-            let h = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
-            let key = [h as u32, (h >> 32) as u32, (h >> 64) as u32];
-            match self.seen.entry(key) {
-                std::collections::hash_map::Entry::Occupied(e) => Some(u64::from(*e.get())),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    // Record numbers past 4 billion are not expected in one
-                    // file; they saturate rather than wrap.
-                    v.insert(u32::try_from(record).unwrap_or(u32::MAX));
-                    None
-                }
-            }
+            self.seen.claim(key, record)
         } else {
             None
         };
