@@ -3,10 +3,23 @@
 //! `should_skip`" in the module doc of [`crate::ledger`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::Connection;
 
 use super::{sql, LedgerError};
+
+/// What a ledger is opened for, and so what it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A run: the accepted set is loaded for its skips, without the
+    /// identities `--reshare-unverified AGE` sends again.
+    Run { reshare_age: Option<Duration> },
+    /// `verify`: only statuses are recorded; nothing is loaded (a run's
+    /// skips would be 52 bytes an identity of memory and a full read of
+    /// the ledger for nothing).
+    Statuses,
+}
 
 /// The accepted set loaded at open: sorted `(xxh3-128 of identityReference,
 /// fingerprint)`. A 128-bit key makes a collision between two of even a

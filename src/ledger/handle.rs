@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::accepted::LedgerReader;
+use super::accepted::{LedgerReader, Purpose};
 use super::location::LedgerLocation;
 use super::pg::{PgLedger, PgView};
 use super::report::{LedgerReport, SqliteView};
@@ -59,7 +59,23 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         match at {
             LedgerLocation::File(p) => Ledger::open_with(p, reshare_age),
-            LedgerLocation::Postgres(t) => PgLedger::open(t, reshare_age).map(Ledger::Postgres),
+            LedgerLocation::Postgres(t) => {
+                PgLedger::open(t, Purpose::Run { reshare_age }).map(Ledger::Postgres)
+            }
+        }
+    }
+
+    /// Opens the ledger where `--ledger` says to record verification
+    /// statuses (`verify`): the same lock and schema as
+    /// [`open_at`](Ledger::open_at), without loading the accepted set.
+    pub fn open_for_statuses(at: &LedgerLocation) -> Result<Ledger, LedgerError> {
+        match at {
+            LedgerLocation::File(p) => {
+                SqliteLedger::open_for(p, Purpose::Statuses).map(Ledger::Sqlite)
+            }
+            LedgerLocation::Postgres(t) => {
+                PgLedger::open(t, Purpose::Statuses).map(Ledger::Postgres)
+            }
         }
     }
 

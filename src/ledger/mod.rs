@@ -93,7 +93,7 @@ use serde::Serialize;
 
 use crate::model::Outcome;
 
-pub use accepted::LedgerReader;
+pub use accepted::{LedgerReader, Purpose};
 pub use batch::{BATCH_AGE, BATCH_ROWS};
 pub use handle::{Ledger, LedgerView};
 pub use location::{LedgerLocation, PgTarget};

@@ -34,7 +34,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
 
-use super::accepted::{AcceptedSet, LedgerReader};
+use super::accepted::{AcceptedSet, LedgerReader, Purpose};
 use super::batch::Batch;
 use super::location::PgTarget;
 use super::lock::LockHolder;
@@ -476,11 +476,11 @@ impl PgLedger {
     /// Connects, takes the run lock at once or fails with
     /// [`LedgerError::Locked`], migrates, records itself as the holder
     /// and loads the accepted set.
-    pub fn open(target: &PgTarget, reshare_age: Option<Duration>) -> Result<PgLedger, LedgerError> {
-        off_runtime(|| PgLedger::open_here(target, reshare_age))
+    pub fn open(target: &PgTarget, purpose: Purpose) -> Result<PgLedger, LedgerError> {
+        off_runtime(|| PgLedger::open_here(target, purpose))
     }
 
-    fn open_here(t: &PgTarget, reshare_age: Option<Duration>) -> Result<PgLedger, LedgerError> {
+    fn open_here(t: &PgTarget, purpose: Purpose) -> Result<PgLedger, LedgerError> {
         let mut c = connect(t)?;
         let got: bool = c
             .query_one(
@@ -520,7 +520,10 @@ impl PgLedger {
         .map_err(pg_err(t, "cannot record the lock's holder"))?;
         c.batch_execute("SET synchronous_commit = off")
             .map_err(pg_err(t, "cannot configure the session"))?;
-        let set = Arc::new(load_accepted(&mut c, t, reshare_age)?);
+        let set = Arc::new(match purpose {
+            Purpose::Run { reshare_age } => load_accepted(&mut c, t, reshare_age)?,
+            Purpose::Statuses => AcceptedSet::default(),
+        });
         let upsert = c.prepare(UPSERT).map_err(pg_err(t, "cannot prepare"))?;
         let kyc = c.prepare(KYC_UPDATE).map_err(pg_err(t, "cannot prepare"))?;
         Ok(PgLedger {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::accepted::{AcceptedSet, LedgerReader};
+use super::accepted::{AcceptedSet, LedgerReader, Purpose};
 use super::lock::take_lock;
 use super::report::{last_success, lookup, report, LedgerReport};
 use super::schema::{migrate, not_ledger};
@@ -88,6 +88,12 @@ impl SqliteLedger {
         path: &Path,
         reshare_age: Option<Duration>,
     ) -> Result<SqliteLedger, LedgerError> {
+        SqliteLedger::open_for(path, Purpose::Run { reshare_age })
+    }
+
+    /// Opens the ledger for `purpose`: a run's loads the accepted set,
+    /// `verify`'s loads nothing.
+    pub fn open_for(path: &Path, purpose: Purpose) -> Result<SqliteLedger, LedgerError> {
         let p = path.display().to_string();
         if path.is_dir() {
             return Err(LedgerError::NotLedger {
@@ -121,7 +127,10 @@ impl SqliteLedger {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql(&p, "cannot configure"))?;
         migrate(&conn, &p)?;
-        let set = Arc::new(AcceptedSet::load(&conn, &p, reshare_age)?);
+        let set = Arc::new(match purpose {
+            Purpose::Run { reshare_age } => AcceptedSet::load(&conn, &p, reshare_age)?,
+            Purpose::Statuses => AcceptedSet::default(),
+        });
         Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn,
@@ -336,6 +345,34 @@ mod tests {
     use crate::ledger::BATCH_ROWS;
     use crate::model::fingerprint;
     use crate::model::Outcome;
+
+    #[test]
+    fn opened_for_statuses_it_loads_nothing_takes_the_lock_and_records() {
+        let (_d, p) = fresh();
+        let a = fingerprint("a@x.io", "61410001000", "sumsub");
+        {
+            let mut l = SqliteLedger::open(&p).unwrap();
+            let run = l.begin_run("export.csv", t(0)).unwrap();
+            l.record(upd("acc", a, Outcome::Accepted, 1)).unwrap();
+            l.end_run(run, t(2), &RunCounts::default(), 1).unwrap();
+        }
+        {
+            let mut l = SqliteLedger::open_for(&p, Purpose::Statuses).unwrap();
+            assert_eq!(l.reader().unwrap().accepted(), 0, "no accepted set loaded");
+            assert!(
+                matches!(SqliteLedger::open(&p), Err(LedgerError::Locked { .. })),
+                "the run lock is held as for a run"
+            );
+            l.record_kyc("acc", "VERIFIED", t(5)).unwrap();
+            l.flush().unwrap();
+        }
+        let l = SqliteLedger::open(&p).unwrap();
+        assert_eq!(l.reader().unwrap().accepted(), 1);
+        assert!(l.should_skip("acc", &a).unwrap());
+        drop(l);
+        let report = LedgerView::open(&p).unwrap().report().unwrap();
+        assert_eq!(report.kyc.get("VERIFIED"), Some(&1), "{:?}", report.kyc);
+    }
 
     #[test]
     fn skip_rules_across_runs() {

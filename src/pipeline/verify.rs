@@ -432,7 +432,7 @@ async fn run_plan(
     let from_earlier = done.len() as u64;
     // The ledger: taken for the statuses (its run lock: one writer at a time).
     let ledger = match &plan.ledger {
-        Some(p) => Some(Ledger::open_at(p, None)?),
+        Some(p) => Some(Ledger::open_for_statuses(p)?),
         None => None,
     };
     // With the ledger as the source, the identities are read through a
