@@ -6,6 +6,13 @@ use clap::Parser;
 use kycshare::cli::{Cli, Command};
 use kycshare::cmd::{self, Ctx};
 
+/// jemalloc, not the system allocator: every row's buffers are allocated
+/// on the reading thread and freed on the runtime's (and the journal's),
+/// and glibc's malloc takes the owning arena's lock for each such free:
+/// futex waits between the threads, measured in docs/performance.md.
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = Cli::parse();
     kycshare::logging::init(

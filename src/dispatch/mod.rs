@@ -20,6 +20,7 @@ pub mod breaker;
 pub mod client;
 pub mod concurrency;
 pub mod limiter;
+pub mod outbox;
 pub mod policy;
 
 use std::collections::VecDeque;
@@ -115,9 +116,18 @@ pub struct DispatchStats {
 struct Ctx {
     client: Arc<BanxaClient>,
     cfg: DispatchConfig,
-    out: mpsc::Sender<OutMsg>,
+    /// Final outcomes to the journal, in blocks ([`outbox`]).
+    out: Arc<outbox::Outbox>,
     abort: Abort,
     stats: Arc<DispatchStats>,
+}
+
+impl Drop for Ctx {
+    /// The last holder gone (workers, held rows): no outcome can come any
+    /// more, the outbox delivers what is left and ends.
+    fn drop(&mut self) {
+        self.out.close();
+    }
 }
 
 /// Sends every job that arrives on `jobs` (in batches) until the channel
@@ -142,10 +152,15 @@ pub async fn dispatch(
     // Jobs taken from the feed and not final yet (queued, in flight or
     // waiting to retry): bounds memory whatever the feed holds.
     let queue = Arc::new(Queue::new((workers * 4).max(1024), abort.clone()));
+    let outbox = Arc::new(outbox::Outbox::default());
+    let delivery = tokio::spawn({
+        let outbox = outbox.clone();
+        async move { outbox.deliver(out).await }
+    });
     let ctx = Arc::new(Ctx {
         client,
         cfg,
-        out,
+        out: outbox,
         abort: abort.clone(),
         stats,
     });
@@ -199,6 +214,11 @@ pub async fn dispatch(
     if let Some(p) = prober {
         p.abort();
     }
+    // Every outcome delivered before the dispatcher returns: the outbox
+    // closes when the last holder of the context (a row still held by
+    // the breaker, on an abort) is gone.
+    drop(ctx);
+    let _ = delivery.await;
 }
 
 /// While the breaker is open: one probe at a time, backing off, until
@@ -280,7 +300,7 @@ async fn hold(
     ctx: Arc<Ctx>,
 ) {
     let Some(b) = ctx.cfg.breaker.clone() else {
-        let _ = ctx.out.send(OutMsg::Final(*f)).await;
+        ctx.out.push(*f).await;
         queue.done();
         return;
     };
@@ -290,14 +310,14 @@ async fn hold(
             // Stopped (a signal, a 401) before the news came: the row keeps
             // the outcome its attempts earned, so that every request sent
             // has its row. (An outage gives news first: a failed probe.)
-            let _ = ctx.out.send(OutMsg::Final(*f)).await;
+            ctx.out.push(*f).await;
             queue.done();
             return;
         }
         match b.verdict(mark) {
             Some(breaker::Verdict::Up) => {
                 f.completed_at = SystemTime::now();
-                let _ = ctx.out.send(OutMsg::Final(*f)).await;
+                ctx.out.push(*f).await;
                 queue.done();
                 return;
             }
@@ -683,7 +703,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                     None,
                 );
                 f.http_status = None;
-                let _ = ctx.out.send(OutMsg::Final(f)).await;
+                ctx.out.push(f).await;
                 return Next::Done;
             }
             Attempt::MintFailed(MintFailure::Retry(answer, message)) => {
@@ -729,7 +749,7 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                 }
                 // The output stage outlives the dispatcher; a closed channel
                 // means the run is already being torn down.
-                let _ = ctx.out.send(OutMsg::Final(f)).await;
+                ctx.out.push(f).await;
                 Next::Done
             }
             Decision::Unauthorized => {
