@@ -290,8 +290,9 @@ async fn probe_while_open(
 /// to end. With no news for [`breaker::HOLD_PROBE_AFTER`] it sends a probe
 /// itself (one at a time, within the rate).
 ///
-/// The output channel outlives the dispatcher, so a held row's outcome is
-/// still written when the run is stopped while it waits.
+/// The dispatcher waits for held rows before it returns (the outbox
+/// closes when the last of them is gone), so a held row's outcome is still
+/// written when the run is stopped while it waits.
 async fn hold(
     mut task: Task,
     mut f: Box<Final>,
@@ -747,8 +748,8 @@ async fn process(mut task: Task, ctx: &Ctx) -> Next {
                 if let (Outcome::Failed, Some(mark)) = (outcome, suspect) {
                     return Next::Hold(task, Box::new(f), mark);
                 }
-                // The output stage outlives the dispatcher; a closed channel
-                // means the run is already being torn down.
+                // If the output stage is gone (the run is being torn down),
+                // the outbox drops it rather than make the worker wait.
                 ctx.out.push(f).await;
                 Next::Done
             }

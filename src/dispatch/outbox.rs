@@ -11,8 +11,12 @@
 //! turn of the runtime that produced it, so a kill loses no more than
 //! before (what was in flight).
 //!
-//! Bounded: a worker waits while [`LIMIT`] outcomes are waiting (the
-//! journal is behind), as it waited on the channel before.
+//! Bounded: a worker waits while [`LIMIT`] outcomes are waiting here, and
+//! these wait while the journal's channel is full ([`OUT_DEPTH`] blocks):
+//! when the journal is behind, at most ([`OUT_DEPTH`] + 1) × [`LIMIT`]
+//! answered outcomes (and the block it is writing) are held.
+//!
+//! [`OUT_DEPTH`]: crate::model::OUT_DEPTH
 
 use std::sync::Mutex;
 
@@ -173,6 +177,43 @@ mod tests {
         assert_eq!(next, 11 + 5 * LIMIT as u64);
         producer.await.unwrap();
         deliver.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_journal_stops_the_workers_after_a_bounded_number() {
+        let outbox = Arc::new(Outbox::default());
+        // The run's channel; nobody reads it (the journal is stuck).
+        let (tx, rx) = mpsc::channel(crate::model::OUT_DEPTH);
+        let deliver = tokio::spawn({
+            let o = outbox.clone();
+            async move { o.deliver(tx).await }
+        });
+        let pushed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let producers: Vec<_> = (0..64)
+            .map(|w| {
+                let (o, pushed) = (outbox.clone(), pushed.clone());
+                tokio::spawn(async move {
+                    for r in 0..1_000_000u64 {
+                        o.push(fin(w * 1_000_000 + r + 1)).await;
+                        pushed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let held = pushed.load(std::sync::atomic::Ordering::Relaxed);
+        // OUT_DEPTH (4) blocks in the channel, one in the outbox, one
+        // being handed over, and a push per worker: a fixed figure, so
+        // that a deeper channel fails here.
+        let bound = 6 * LIMIT + 64;
+        assert!(held >= LIMIT, "the workers ran: {held}");
+        assert!(held <= bound, "{held} outcomes held, more than {bound}");
+        for p in producers {
+            p.abort();
+        }
+        drop(rx);
+        deliver.abort();
     }
 
     #[tokio::test(flavor = "current_thread")]

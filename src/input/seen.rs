@@ -223,6 +223,11 @@ mod tests {
         let mut idx = SeenIndex::default();
         idx.claim(Key::of("a"), u64::from(u32::MAX) + 5);
         assert_eq!(idx.claim(Key::of("a"), 1), Some(u64::from(u32::MAX)));
+        // Record 0 (not a record number, but a caller's slip) still
+        // claims: it is never read back as an empty slot.
+        idx.claim(Key::of("z"), 0);
+        assert_eq!(idx.claim(Key::of("z"), 9), Some(1));
+        SeenIndex::default().prefetch(&Key::of("b"));
         idx.prefetch(&Key::of("b"));
     }
 }

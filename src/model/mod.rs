@@ -24,7 +24,7 @@ pub use bounds::{
 };
 pub use fingerprint::fingerprint;
 pub use live::Live;
-pub use outcome::{Final, OutMsg, Outcome};
+pub use outcome::{Final, OutMsg, Outcome, OUT_DEPTH};
 pub use problem::{problems_message, Problem};
 pub use process::{host_name, process_alive};
 

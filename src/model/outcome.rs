@@ -84,6 +84,14 @@ pub struct Final {
     pub kyc_status: Option<String>,
 }
 
+/// Messages the output stage's channel holds. Nearly every message is a
+/// block of outcomes (at most `dispatch::outbox::LIMIT`, 1,024, from the
+/// dispatcher; a batch of the feed's skipped rows), so the bound is in
+/// blocks: at most about 5,000 answered outcomes wait for the journal
+/// (with the outbox's own), which bounds memory and what a kill can lose
+/// of answers not yet written (their rows are sent again by `--resume`).
+pub const OUT_DEPTH: usize = 4;
+
 /// Messages to the output stage.
 #[derive(Debug)]
 // `Final` is nearly every message: boxing it would cost an allocation a row.

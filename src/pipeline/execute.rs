@@ -253,7 +253,7 @@ async fn run_plan(
         "run starting"
     );
     let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<Job>>(8);
-    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(4096);
+    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(crate::model::OUT_DEPTH);
 
     let journal = Journal {
         writer,

@@ -474,7 +474,7 @@ async fn run_plan(
     );
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<Vec<Job>>(8);
-    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(4096);
+    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(crate::model::OUT_DEPTH);
     let writer_thread = {
         let counts = counts.clone();
         let progress = progress.clone();
